@@ -1,0 +1,1 @@
+"""Slice datasets behind one interface: records of (image, case, label, optional mask)."""

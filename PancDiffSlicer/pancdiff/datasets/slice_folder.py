@@ -1,0 +1,103 @@
+"""The slice-folder format: ``manifest.csv`` (file, case, tumor[, mask]) beside PNG/NPY images.
+
+``../shared/data/pancreas-tc`` is in this format: crops of the pancreas bounding box at native
+in-plane resolution (about 0.6-0.9 mm; not recorded per image, so ``assumed_spacing_mm`` stands in).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    """One labelled 2D slice. ``mask`` is a path to a tumor mask PNG/NPY, or None."""
+
+    path: Path
+    case: str
+    tumor: int
+    mask: Path | None = None
+    source: str = ""
+
+
+def read_manifest(root: str | Path) -> list[SliceRecord]:
+    """Records of a slice folder; paths resolved against ``root``."""
+    root = Path(root)
+    manifest = root / "manifest.csv"
+    if not manifest.is_file():
+        raise InputError(f"{root}: no manifest.csv (columns file, case, tumor[, mask]); is this a slice folder?")
+    with manifest.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"file", "case", "tumor"} - set(reader.fieldnames or [])
+        if missing:
+            raise InputError(f"{manifest}: missing column(s) {', '.join(sorted(missing))}")
+        records = []
+        for row in reader:
+            if row["tumor"] not in ("0", "1"):
+                raise InputError(f"{manifest}: tumor must be 0 or 1, got {row['tumor']!r} for {row['file']}")
+            mask = row.get("mask") or None
+            records.append(
+                SliceRecord(
+                    path=root / row["file"],
+                    case=row["case"],
+                    tumor=int(row["tumor"]),
+                    mask=root / mask if mask else None,
+                    source=row.get("source", ""),
+                )
+            )
+    if not records:
+        raise InputError(f"{manifest}: no rows")
+    return records
+
+
+def load_slice_image(path: str | Path) -> np.ndarray:
+    """(H, W) float32 in [0, 1] from a grey / RGB / RGBA-with-equal-channels PNG, or an NPY."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path, allow_pickle=False).astype(np.float32)
+        else:
+            with Image.open(path) as img:
+                arr = np.asarray(img)
+            arr = arr.astype(np.float32) / (65535.0 if arr.dtype == np.uint16 else 255.0)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable image ({exc})") from None
+    if arr.ndim == 3:
+        colour = arr[..., :3]
+        if np.abs(colour - colour[..., :1]).max() > 1e-3:
+            raise InputError(f"{path}: colour image; expected grey CT intensities (R = G = B)")
+        arr = colour[..., 0]
+    if arr.ndim != 2:
+        raise InputError(f"{path}: expected a 2D slice, got shape {arr.shape}")
+    if not np.isfinite(arr).all() or arr.min() < -1e-6 or arr.max() > 1 + 1e-6:
+        raise InputError(f"{path}: intensities must be finite and in [0, 1]")
+    return arr
+
+
+def split_cases(records: list[SliceRecord], val_fraction: float = 0.15, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Patient-level split, stratified by label so both classes are in validation."""
+    rng = random.Random(seed)
+    by_label: dict[int, set[str]] = {}
+    for rec in records:
+        by_label.setdefault(rec.tumor, set()).add(rec.case)
+    train, val = [], []
+    for label in sorted(by_label):
+        cases = sorted(by_label[label])
+        rng.shuffle(cases)
+        n_val = max(1, round(len(cases) * val_fraction))
+        val += cases[:n_val]
+        train += cases[n_val:]
+    overlap = set(train) & set(val)
+    if overlap:
+        raise InputError(f"cases labelled both tumor and healthy: {sorted(overlap)[:3]}")
+    return sorted(train), sorted(val)

@@ -1,0 +1,115 @@
+"""The diffusion maths of the paper, one function per equation.
+
+Conventions: ``alpha_bar[t]`` for network timesteps t = 0..T-1 (linear beta, T = 1000); an image
+"at t = 0" is the clean input (alpha_bar[0] = 1 - beta_0 ~ 0.9999), as in the reference code.
+A *grid* is the list of network timesteps a run visits, ``[0, t_1, ..., t_K = N]``; the networks
+always receive these true timesteps, never the index k (the reference code's respacing trap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from monai.networks.schedulers import DDPMScheduler
+
+from .config import ScheduleConfig
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+GradFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def alpha_bar_schedule(cfg: ScheduleConfig = ScheduleConfig()) -> torch.Tensor:
+    """(T,) float64 cumulative products of alpha = 1 - beta, from MONAI's linear-beta DDPM."""
+    sched = DDPMScheduler(
+        num_train_timesteps=cfg.num_timesteps,
+        schedule="linear_beta",
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+    )
+    return torch.cumprod(1.0 - sched.betas.double(), dim=0)
+
+
+def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """Eq. 2: x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps, t: (B,) long."""
+    a = _per_sample(alpha_bar[t], x0)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def diffusion_loss(eps_model: EpsFn, x0: torch.Tensor, alpha_bar: torch.Tensor, generator=None) -> torch.Tensor:
+    """Simple DDPM loss ||eps - eps_theta(x_t, t)||^2 with t uniform in 0..T-1."""
+    t = torch.randint(0, alpha_bar.numel(), (x0.shape[0],), device=x0.device, generator=generator)
+    noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
+    x_t = q_sample(x0, t, noise, alpha_bar.to(x0.device))
+    return torch.mean((noise - eps_model(x_t, t)) ** 2)
+
+
+def step_grid(noise_level: int, steps: int) -> list[int]:
+    """Timesteps ``[0, t_1, ..., t_K = N]`` reaching noise level N in K evenly spaced steps.
+
+    K = N visits every timestep (the paper-exact run); K < N skips, still on the 1000-step scale.
+    """
+    if not 1 <= steps <= noise_level:
+        raise ValueError(f"need 1 <= steps <= noise_level, got steps={steps}, noise_level={noise_level}")
+    return [round(k * noise_level / steps) for k in range(steps + 1)]
+
+
+def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
+    """Invert eq. 2 for x_0 given a noise estimate."""
+    return (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+
+
+def ddim_move(x_t: torch.Tensor, eps: torch.Tensor, a_from: torch.Tensor, a_to: torch.Tensor) -> torch.Tensor:
+    """Deterministic DDIM move between two noise levels (eq. 13 with sigma = 0, and eq. 14).
+
+    Decoding (a_to > a_from) and encoding (a_to < a_from) are the same formula: predict x_0, then
+    re-noise it to the target level along the same eps.
+    """
+    x0 = predict_x0(x_t, eps, a_from)
+    return a_to.sqrt() * x0 + (1 - a_to).sqrt() * eps
+
+
+def guided_eps(eps: torch.Tensor, grad_log_healthy: torch.Tensor, a_t: torch.Tensor, scale: float) -> torch.Tensor:
+    """Algorithm 1, line 7: eps' = eps - S sqrt(1 - a_t) grad_x log p(healthy | x_t, t)."""
+    return eps - scale * (1 - a_t).sqrt() * grad_log_healthy
+
+
+def ddim_encode(x0: torch.Tensor, eps_model: EpsFn, grid: list[int], alpha_bar: torch.Tensor) -> torch.Tensor:
+    """Eq. 14 along the grid: clean slice (at grid[0] = 0) to its deterministic noise at grid[-1]."""
+    x = x0
+    for t_from, t_to in zip(grid[:-1], grid[1:]):
+        eps = eps_model(x, _timesteps(t_from, x))
+        x = ddim_move(x, eps, _level(alpha_bar, t_from, x), _level(alpha_bar, t_to, x))
+    return x
+
+
+def ddim_decode(
+    x_n: torch.Tensor,
+    eps_model: EpsFn,
+    grid: list[int],
+    alpha_bar: torch.Tensor,
+    grad_fn: GradFn | None = None,
+    scale: float = 0.0,
+) -> torch.Tensor:
+    """Algorithm 1, lines 6-9: guided deterministic decoding from grid[-1] back to grid[0]."""
+    x = x_n
+    for t_from, t_to in zip(reversed(grid[1:]), reversed(grid[:-1])):
+        t = _timesteps(t_from, x)
+        a_from = _level(alpha_bar, t_from, x)
+        eps = eps_model(x, t)
+        if grad_fn is not None and scale != 0.0:
+            eps = guided_eps(eps, grad_fn(x, t), a_from, scale)
+        x = ddim_move(x, eps, a_from, _level(alpha_bar, t_to, x))
+    return x
+
+
+def _timesteps(t: int, x: torch.Tensor) -> torch.Tensor:
+    return torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
+
+
+def _level(alpha_bar: torch.Tensor, t: int, x: torch.Tensor) -> torch.Tensor:
+    return alpha_bar[t].to(device=x.device, dtype=x.dtype)
+
+
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return values.to(dtype=like.dtype, device=like.device).reshape(-1, *([1] * (like.dim() - 1)))
