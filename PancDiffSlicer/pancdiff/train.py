@@ -1,0 +1,401 @@
+"""Training the eps-UNet (DDPM loss) and the noisy classifier, resumable and reproducible.
+
+One loop serves both: AdamW, an EMA of the weights (what gets shipped), periodic checkpoints in
+safetensors (no pickle) that a rerun with ``resume=True`` continues from, a loss CSV and plot, and
+optional DDP when started by ``torchrun``. Data comes from a slice folder or an MSD Task07 folder,
+split by case; the split is written beside the weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .config import NetworkConfig, PreprocessConfig, ScheduleConfig, from_dict, to_dict
+from .crop_samples import NO_AUGMENT, AugmentConfig, CropSampler
+from .datasets.slice_folder import load_slice_image, read_manifest, split_cases
+from .diffusion import alpha_bar_schedule, diffusion_loss, q_sample
+from .errors import InputError
+from .lesions import LesionConfig, insert_lesion
+from .metrics import auroc
+from .networks import TUMOR, NoisyClassifier, build_unet
+from .progress import QUIET, Reporter
+from .weights import save_state
+
+Kind = Literal["diffusion", "classifier"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Saved as ``train_config.json`` beside the weights.
+
+    Attributes:
+        lesion_fraction: classifier only; share of the tumor-labelled samples that are healthy crops
+            with a simulated lesion. Same-site positives, so the site cannot explain the label.
+        max_timestep: classifier only; t ~ U[0, max_timestep). Guidance never asks above N.
+        assumed_spacing_mm: pixel spacing of slice-folder crops that do not record it.
+    """
+
+    iterations: int = 6000
+    batch_size: int = 32
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    warmup: int = 200
+    grad_clip: float = 1.0
+    checkpoint_every: int = 250
+    validate_every: int = 500
+    val_fraction: float = 0.15
+    split_seed: int = 0
+    seed: int = 0
+    assumed_spacing_mm: float = 0.8
+    lesion_fraction: float = 0.0
+    max_timestep: int = 1000
+    threads: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    lesions: LesionConfig = field(default_factory=LesionConfig)
+
+
+def config_from_json(path: str | Path | None, **overrides) -> TrainConfig:
+    """A TrainConfig from a JSON file (nested sections by field name) plus keyword overrides."""
+    data = json.loads(Path(path).read_text()) if path else {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    nested = {
+        "augment": AugmentConfig, "network": NetworkConfig, "preprocess": PreprocessConfig,
+        "schedule": ScheduleConfig, "lesions": LesionConfig,
+    }
+    kwargs = {}
+    for key, value in data.items():
+        if key in nested and isinstance(value, dict):
+            kwargs[key] = from_dict(nested[key], value)
+        elif key in {f.name for f in dataclasses.fields(TrainConfig)}:
+            kwargs[key] = value
+        else:
+            raise InputError(f"{path}: unknown training setting {key!r}")
+    return TrainConfig(**kwargs)
+
+
+@dataclass
+class SliceData:
+    """Training and validation samplers with their labels and cases."""
+
+    train: CropSampler
+    val: CropSampler
+    train_cases: list[str]
+    val_cases: list[str]
+    val_case_of: list[str]
+
+
+def load_slice_data(root: str | Path, cfg: TrainConfig) -> SliceData:
+    """Read a slice folder or MSD Task07 folder and split it by case."""
+    root = Path(root)
+    if not root.exists():
+        raise InputError(f"{root}: data folder not found")
+    if (root / "manifest.csv").is_file():
+        records = read_manifest(root)
+        images = [load_slice_image(r.path) for r in records]
+    elif (root / "dataset.json").is_file():
+        records, images = _msd_records(root, cfg)
+    else:
+        raise InputError(f"{root}: neither a slice folder (manifest.csv) nor MSD Task07 (dataset.json)")
+    train_cases, val_cases = split_cases(records, cfg.val_fraction, cfg.split_seed)
+    val_set = set(val_cases)
+    tr = [i for i, r in enumerate(records) if r.case not in val_set]
+    va = [i for i, r in enumerate(records) if r.case in val_set]
+    spacing = cfg.assumed_spacing_mm
+    train = CropSampler([images[i] for i in tr], [records[i].tumor for i in tr], cfg.preprocess, spacing)
+    # Validation healthy crops are matched to the *training* tumor sizes: no peeking at val labels.
+    val = CropSampler(
+        [images[i] for i in va], [records[i].tumor for i in va], cfg.preprocess, spacing, train.reference_sizes_mm
+    )
+    return SliceData(train, val, train_cases, val_cases, [records[i].case for i in va])
+
+
+def _msd_records(root: Path, cfg: TrainConfig):
+    """MSD volumes become pancreas-box crops at native spacing, then take the slice-folder path."""
+    from .datasets.msd import load_msd_crops  # the MSD reader lives with the other datasets
+
+    return load_msd_crops(root, cfg.preprocess, spacing_mm=cfg.assumed_spacing_mm)
+
+
+class _Batches:
+    """Random batches of canvases (and labels) from a sampler, seeded per rank."""
+
+    def __init__(self, data: CropSampler, cfg: TrainConfig, kind: Kind, rng: np.random.Generator) -> None:
+        self.data, self.cfg, self.kind, self.rng = data, cfg, kind, rng
+        labels = data.labels
+        self.by_label = [np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)]
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg, rng = self.cfg, self.rng
+        xs, ys = [], []
+        for _ in range(cfg.batch_size):
+            simulate = False
+            if self.kind == "classifier" and all(len(ix) for ix in self.by_label):
+                # Balanced classes; a share of the positives are healthy crops with a simulated lesion.
+                label = int(rng.random() < 0.5)
+                simulate = label == 1 and rng.random() < cfg.lesion_fraction
+                pool = self.by_label[0 if simulate else label]
+                i = int(pool[rng.integers(len(pool))])
+            else:
+                i = int(rng.integers(len(self.data)))
+            canvas, valid = self.data.sample(i, rng, cfg.augment)
+            label = int(self.data.labels[i])
+            if simulate:
+                inserted = insert_lesion(canvas, valid, rng, cfg.preprocess.pixel_spacing_mm, cfg.lesions)
+                if inserted is not None:
+                    canvas, label = inserted[0], 1
+            xs.append(canvas)
+            ys.append(label)
+        return torch.from_numpy(np.stack(xs)[:, None]), torch.tensor(ys, dtype=torch.long)
+
+
+def validation_canvases(
+    data: CropSampler, seed: int = 1234, lesion_cfg: LesionConfig | None = None, spacing_mm: float = 1.0
+) -> dict[str, np.ndarray]:
+    """Deterministic validation set: every crop once, size-matched with a fixed seed.
+
+    With ``lesion_cfg``, healthy crops are also returned with an inserted lesion and its mask
+    (``lesion_x``, ``lesion_mask``, ``lesion_clean``): a same-site control where only the lesion differs.
+    """
+    rng = np.random.default_rng(seed)
+    aug = dataclasses.replace(NO_AUGMENT, size_match=True)
+    xs, valids = zip(*(data.sample(i, rng, aug) for i in range(len(data))))
+    out = {"x": np.stack(xs), "valid": np.stack(valids), "y": data.labels.copy()}
+    if lesion_cfg is not None:
+        les_x, les_m, clean, clean_valid = [], [], [], []
+        for x, v, y in zip(out["x"], out["valid"], out["y"]):
+            if y != 0:
+                continue
+            inserted = insert_lesion(x, v, rng, spacing_mm, lesion_cfg)
+            if inserted is None:
+                continue
+            les_x.append(inserted[0])
+            les_m.append(inserted[1])
+            clean.append(x)
+            clean_valid.append(v)
+        out.update(lesion_x=np.stack(les_x), lesion_mask=np.stack(les_m), lesion_clean=np.stack(clean),
+                   lesion_valid=np.stack(clean_valid))
+    return out
+
+
+@torch.no_grad()
+def classifier_probabilities(classifier: nn.Module, x: np.ndarray, t: int = 0, batch: int = 128) -> np.ndarray:
+    """p(tumor | x_t = x, t): (B,) for canvases (B, S, S); t = 0 is the clean input."""
+    device = next(classifier.parameters()).device
+    probs = []
+    for start in range(0, len(x), batch):
+        xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch]))[:, None].to(device)
+        tb = torch.full((len(xb),), t, dtype=torch.long, device=device)
+        probs.append(torch.softmax(classifier(xb, tb).float(), dim=1)[:, TUMOR].cpu().numpy())
+    return np.concatenate(probs) if probs else np.zeros(0)
+
+
+def train(kind: Kind, data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
+          resume: bool = False, reporter: Reporter = QUIET, device: str = "auto") -> Path:
+    """Train one network; returns the path of the shipped (EMA) weights.
+
+    Writes into ``out_dir``: ``<kind>.safetensors`` (EMA weights), ``train_config.json``,
+    ``split.json``, ``loss.csv``, ``loss.png``, ``validation.csv`` and ``checkpoint/`` for resume.
+    """
+    from .device import resolve_device
+
+    if kind not in ("diffusion", "classifier"):
+        raise InputError(f"unknown model kind {kind!r}; choose diffusion or classifier")
+    out = Path(out_dir)
+    rank, world = _init_distributed()
+    dev = resolve_device(device) if world == 1 else torch.device(f"cuda:{rank}" if torch.cuda.is_available() else "cpu")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = load_slice_data(data_dir, cfg)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps({"kind": kind, **to_dict(cfg)}, indent=2) + "\n")
+        (out / "split.json").write_text(json.dumps(
+            {"train_cases": data.train_cases, "val_cases": data.val_cases, "seed": cfg.split_seed}, indent=2) + "\n")
+
+    torch.manual_seed(cfg.seed + rank)
+    model = (build_unet(cfg.network) if kind == "diffusion" else NoisyClassifier(cfg.network)).to(dev)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed + 1000 * rank)
+    step = 0
+    ckpt = out / "checkpoint"
+    if resume and (ckpt / "state.json").is_file():
+        step, rng = _load_checkpoint(ckpt, model, ema, opt, rng)
+        reporter.info(f"resumed {kind} from step {step}")
+    net = _wrap_ddp(model, dev) if world > 1 else model
+    alpha_bar = alpha_bar_schedule(cfg.schedule).float().to(dev)
+    batches = _Batches(data.train, cfg, kind, rng)
+    val = validation_canvases(data.val, lesion_cfg=cfg.lesions if kind == "classifier" else None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else _null()
+    log = _CsvLog(out / "loss.csv", ["step", "loss", "lr", "elapsed_s"], append=resume) if rank == 0 else None
+    vlog = _CsvLog(out / "validation.csv", ["step", "metric", "value"], append=resume) if rank == 0 else None
+    start, running = time.monotonic(), []
+    with reporter.task(f"train {kind}", cfg.iterations, unit="step") as task:
+        task.update(step)
+        while step < cfg.iterations:
+            x, y = batches.next()
+            x, y = x.to(dev), y.to(dev)
+            lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with autocast:
+                if kind == "diffusion":
+                    loss = diffusion_loss(net, x, alpha_bar)
+                else:
+                    t = torch.randint(0, cfg.max_timestep, (x.shape[0],), device=dev)
+                    x_t = q_sample(x, t, torch.randn_like(x), alpha_bar)
+                    loss = F.cross_entropy(net(x_t, t).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            ema.update_parameters(model)
+            step += 1
+            running.append(loss.item())
+            task.update(1, loss=float(np.mean(running[-50:])))
+            if rank != 0:
+                continue
+            if step % 25 == 0 or step == cfg.iterations:
+                log.write([step, float(np.mean(running[-25:])), lr, round(time.monotonic() - start, 1)])
+            if step % cfg.validate_every == 0 or step == cfg.iterations:
+                for name, value in _validate(kind, ema.module, val, alpha_bar).items():
+                    vlog.write([step, name, value])
+                    reporter.info(f"step {step}: {name} = {value:.4f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
+                _save_checkpoint(ckpt, model, ema, opt, step, rng)
+                save_state(ema.module, out / f"{kind}.safetensors")
+                _plot_loss(out / "loss.csv", out / "loss.png", kind)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return out / f"{kind}.safetensors"
+
+
+def _validate(kind: Kind, model: nn.Module, val: dict, alpha_bar: torch.Tensor) -> dict[str, float]:
+    model.eval()
+    try:
+        if kind == "classifier":
+            out = {"auroc_t0": auroc(val["y"], classifier_probabilities(model, val["x"], 0)),
+                   "auroc_t100": auroc(val["y"], classifier_probabilities(model, val["x"], 100))}
+            if "lesion_x" in val:
+                both = np.concatenate([val["lesion_clean"], val["lesion_x"]])
+                labels = np.r_[np.zeros(len(val["lesion_x"])), np.ones(len(val["lesion_x"]))]
+                out["auroc_inserted_t0"] = auroc(labels, classifier_probabilities(model, both, 0))
+            return out
+        gen = torch.Generator().manual_seed(0)
+        x = torch.from_numpy(val["x"][:256])[:, None].to(alpha_bar.device)
+        losses = [float(diffusion_loss(model, x, alpha_bar, generator=gen if x.device.type == "cpu" else None))
+                  for _ in range(2)]
+        return {"val_loss": float(np.mean(losses))}
+    finally:
+        model.train()
+
+
+def _init_distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank()
+    if torch.cuda.is_available():
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    return rank, world
+
+
+def _wrap_ddp(model: nn.Module, dev: torch.device) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def _save_checkpoint(ckpt: Path, model, ema, opt, step: int, rng: np.random.Generator) -> None:
+    """Weights, EMA and flattened AdamW state as safetensors; step and RNG as JSON. Atomic per file."""
+    ckpt.mkdir(parents=True, exist_ok=True)
+    save_state(model, ckpt / "model.safetensors")
+    save_state(ema, ckpt / "ema.safetensors")
+    state = opt.state_dict()
+    flat = {f"{idx}.{name}": value.detach().cpu().contiguous().reshape(value.shape)
+            for idx, entries in state["state"].items() for name, value in entries.items()
+            if torch.is_tensor(value)}
+    tmp = ckpt / "optim.safetensors.tmp"
+    save_file(flat, str(tmp))
+    os.replace(tmp, ckpt / "optim.safetensors")
+    meta = {"step": step, "param_groups": state["param_groups"], "rng": rng.bit_generator.state}
+    (ckpt / "state.json.tmp").write_text(json.dumps(meta))
+    os.replace(ckpt / "state.json.tmp", ckpt / "state.json")
+
+
+def _load_checkpoint(ckpt: Path, model, ema, opt, rng: np.random.Generator) -> tuple[int, np.random.Generator]:
+    meta = json.loads((ckpt / "state.json").read_text())
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+    ema.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
+    flat = load_file(str(ckpt / "optim.safetensors"))
+    state: dict[int, dict] = {}
+    for key, value in flat.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    rng.bit_generator.state = meta["rng"]
+    return int(meta["step"]), rng
+
+
+class _CsvLog:
+    def __init__(self, path: Path, header: list[str], append: bool) -> None:
+        self.path = path
+        if not (append and path.is_file()):
+            with path.open("w", newline="") as fh:
+                csv.writer(fh).writerow(header)
+
+    def write(self, row: list) -> None:
+        with self.path.open("a", newline="") as fh:
+            csv.writer(fh).writerow(row)
+
+
+def _plot_loss(csv_path: Path, png_path: Path, kind: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(csv_path.open()))
+    if len(rows) < 2:
+        return
+    steps = [int(r["step"]) for r in rows]
+    loss = [float(r["loss"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    ax.plot(steps, loss, lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{kind} training loss")
+    if kind == "diffusion":
+        ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,155 @@
+"""Model bundles on disk: safetensors weights + ``model.json`` (configs, card, SHA-256 of each file).
+
+No pickle anywhere: loading verifies every weight file's SHA-256 against ``model.json`` and refuses
+a mismatch, so a corrupted or swapped file never silently produces maps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import DetectConfig, NetworkConfig, PreprocessConfig, ScheduleConfig, from_dict, to_dict
+from .errors import WeightsError
+from .networks import NoisyClassifier, build_unet
+
+UNET_FILE, CLASSIFIER_FILE, CARD_FILE = "unet.safetensors", "classifier.safetensors", "model.json"
+
+
+def bundled_model_dir() -> Path:
+    """``Resources/Models`` of the checkout (the package lives in ``PancDiffSlicer/pancdiff``)."""
+    return Path(__file__).resolve().parents[2] / "Resources" / "Models"
+
+
+@dataclass
+class ModelBundle:
+    """Everything a detection needs, rebuilt exactly as trained."""
+
+    unet: nn.Module
+    classifier: nn.Module
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    operating_point: DetectConfig = field(default_factory=DetectConfig)
+    model_id: str = "untrained-random"
+    sha256: dict[str, str] = field(default_factory=dict)
+    card: dict = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> ModelBundle:
+        self.unet.to(device)
+        self.classifier.to(device)
+        return self
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def init_bundle(seed: int = 0, network: NetworkConfig | None = None) -> ModelBundle:
+    """Randomly initialised networks (seeded): for tests and for benchmarking before training."""
+    network = network or NetworkConfig()
+    torch.manual_seed(seed)
+    unet, classifier = build_unet(network).eval(), NoisyClassifier(network).eval()
+    return ModelBundle(unet=unet, classifier=classifier, network=network, model_id=f"untrained-random-{seed}")
+
+
+def save_state(module: nn.Module, path: str | Path, half: bool = False) -> str:
+    """Write a module's tensors as safetensors atomically; returns the file's SHA-256."""
+    path = Path(path)
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in module.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return sha256_file(path)
+
+
+def save_bundle(bundle: ModelBundle, out_dir: str | Path, card: dict | None = None, half: bool = False) -> Path:
+    """Write ``unet.safetensors``, ``classifier.safetensors`` and ``model.json`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hashes = {
+        UNET_FILE: save_state(bundle.unet, out / UNET_FILE, half),
+        CLASSIFIER_FILE: save_state(bundle.classifier, out / CLASSIFIER_FILE, half),
+    }
+    doc = dict(card or bundle.card)
+    doc.update(
+        model_id=bundle.model_id,
+        network=to_dict(bundle.network),
+        schedule=to_dict(bundle.schedule),
+        preprocess=to_dict(bundle.preprocess),
+        operating_point=to_dict(bundle.operating_point),
+        sha256=hashes,
+    )
+    (out / CARD_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+    bundle.sha256, bundle.card = hashes, doc
+    return out
+
+
+def load_bundle(model_dir: str | Path | None = None, device: str | torch.device = "cpu") -> ModelBundle:
+    """Load and verify a bundle; ``None`` means the models shipped in ``Resources/Models``."""
+    root = Path(model_dir) if model_dir is not None else bundled_model_dir()
+    card_path = root / CARD_FILE
+    if not card_path.is_file():
+        raise WeightsError(
+            f"{root}: no {CARD_FILE}; no trained models here. Train them (pancdiff train ...) "
+            "or pass --model DIR pointing at a model bundle"
+        )
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{card_path}: not valid JSON ({exc.msg})") from None
+    hashes = card.get("sha256", {})
+    for name in (UNET_FILE, CLASSIFIER_FILE):
+        path = root / name
+        if not path.is_file():
+            raise WeightsError(f"{path}: weight file missing; restore it from the repository or retrain")
+        actual = sha256_file(path)
+        if hashes.get(name) != actual:
+            raise WeightsError(
+                f"{path}: SHA-256 {actual[:12]}... does not match model.json ({str(hashes.get(name))[:12]}...); "
+                "the file is corrupt or from another model"
+            )
+    network = from_dict(NetworkConfig, card["network"])
+    unet, classifier = build_unet(network), NoisyClassifier(network)
+    _load_into(unet, root / UNET_FILE)
+    _load_into(classifier, root / CLASSIFIER_FILE)
+    return ModelBundle(
+        unet=unet.eval(),
+        classifier=classifier.eval(),
+        network=network,
+        schedule=from_dict(ScheduleConfig, card.get("schedule", {})),
+        preprocess=from_dict(PreprocessConfig, card.get("preprocess", {})),
+        operating_point=from_dict(DetectConfig, card.get("operating_point", {})),
+        model_id=card.get("model_id", root.name),
+        sha256=hashes,
+        card=card,
+    ).to(device)
+
+
+def _load_into(module: nn.Module, path: Path) -> None:
+    state = load_file(str(path))
+    reference = module.state_dict()
+    state = {k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise WeightsError(f"{path}: weights do not fit the network in model.json ({first})") from None
