@@ -1,0 +1,702 @@
+"""PancDiff Slicer module: Detect pancreatic tumor candidates, show heatmap, candidate and confidence."""
+
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from PancDiffSlicerLib import contract, dependencies, devices
+from PancDiffSlicerLib import scene as sceneLib
+from PancDiffSlicerLib.contract import Device, PancreasSource, Quality
+from PancDiffSlicerLib.job import DetectionJob, JobState, humanReadableDuration
+from PancDiffSlicerLib.markups import KnownTumorComparison
+from slicer import (
+    vtkMRMLLabelMapVolumeNode,
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+)
+from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+logger = logging.getLogger(__name__)
+
+# The Lib's modules in dependency order, for reloading them with the module (developer mode).
+LIB_MODULES = ("contract", "process", "dependencies", "devices", "scene", "markups", "job")
+
+
+#
+# PancDiffSlicer
+#
+
+
+class PancDiffSlicer(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("PancDiff")
+        self.parent.categories = [_("Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["PancDiff contributors"]
+        self.parent.helpText = _("""
+Finds pancreatic tumor candidates in a CT as anomalies: classifier-guided diffusion models reconstruct
+a healthy-looking pancreas, and where the reconstruction differs from the CT becomes a heatmap.
+Choose the CT, where the pancreas comes from, and click Detect; the heatmap is shown over the CT, the
+candidate is outlined, and the overall confidence and a per-slice table appear under Results.
+<br><br><b>For research only, not for diagnosis.</b> The model has not been validated clinically.
+See the <a href="https://github.com/pancdiff/PancDiff">documentation</a>.
+""")
+        self.parent.acknowledgementText = _("""
+PancDiff implements weakly supervised tumor detection with classifier-guided diffusion models.
+It uses <a href="https://monai.io">MONAI</a>, <a href="https://pytorch.org">PyTorch</a> and
+<a href="https://github.com/wasserth/TotalSegmentator">TotalSegmentator</a>.
+""")
+
+
+#
+# PancDiffSlicerParameterNode
+#
+
+
+@parameterNodeWrapper
+class PancDiffSlicerParameterNode:
+    """The module's state, saved with the scene.
+
+    inputVolume: the CT to analyze.
+    pancreasSource: TotalSegmentator (fast or full), an existing segmentation, or a label map.
+    pancreasSegmentation, pancreasSegmentId: the pancreas segment when the source is a segmentation.
+    pancreasLabelmap: the pancreas label map (nonzero = pancreas) when the source is a label map.
+    device, quality: where inference runs and its step grid.
+    guidanceScale: classifier guidance scale S. noiseLevel: noise level N (1000-step scale).
+    thresholdPercent: heatmap values at or above this become the candidate; display only.
+    heatmapOpacity: heatmap opacity over the CT; display only.
+    batchSize: slices per batch (0 = chosen from the free memory).
+    showCandidate3D: show the candidate as a 3D surface.
+    knownTumorPoints, hitToleranceMm: known tumor locations to compare with, and the hit distance.
+    heatmapVolume, candidateSegmentation, sliceTable, knownTumorTable: result nodes of inputVolume.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    pancreasSource: PancreasSource = PancreasSource.TOTALSEGMENTATOR_FAST
+    pancreasSegmentation: vtkMRMLSegmentationNode
+    pancreasSegmentId: str = ""
+    pancreasLabelmap: vtkMRMLLabelMapVolumeNode
+    device: Device = Device.AUTO
+    quality: Quality = Quality.FAST
+    guidanceScale: Annotated[float, WithinRange(0.0, 20.0)] = 7.0
+    noiseLevel: Annotated[float, WithinRange(50.0, 600.0)] = 300.0
+    thresholdPercent: Annotated[float, WithinRange(5.0, 95.0)] = 35.0
+    heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    batchSize: Annotated[int, WithinRange(0, 512)] = 0
+    showCandidate3D: bool = False
+    knownTumorPoints: vtkMRMLMarkupsFiducialNode
+    hitToleranceMm: Annotated[float, WithinRange(0.0, 100.0)] = 10.0
+    heatmapVolume: vtkMRMLScalarVolumeNode
+    candidateSegmentation: vtkMRMLSegmentationNode
+    sliceTable: vtkMRMLTableNode
+    knownTumorTable: vtkMRMLTableNode
+
+
+#
+# PancDiffSlicerWidget
+#
+
+
+class PancDiffSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Wires the widgets to the parameter node and calls the logic; computes nothing itself."""
+
+    POLL_INTERVAL_MS = 250
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._updatingGui = False
+        self._pollTimer = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/PancDiffSlicer.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = PancDiffSlicerLogic()
+
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(self.POLL_INTERVAL_MS)
+        self._pollTimer.timeout.connect(self.onPollTimer)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        # Widgets without a parameter-node connector are wired here; the rest through SlicerParameterName.
+        self.ui.pancreasSegmentSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onPancreasSegmentChanged)
+        self.ui.pancreasSegmentSelector.connect("currentSegmentChanged(QString)", self.onPancreasSegmentChanged)
+        self.ui.knownTumorsMarkupsWidget.connect("markupsNodeChanged()", self.onKnownTumorsNodeChanged)
+        self.ui.knownTumorsMarkupsWidget.setNodeBaseName("Known tumor")
+        self.ui.detectButton.connect("clicked(bool)", self.onDetectButton)
+        self.ui.jumpToPeakButton.connect("clicked(bool)", self.onJumpToPeakButton)
+
+        self.ui.progressBar.hide()
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        """The application closes or the module is reloaded: leave no engine running."""
+        if self._pollTimer is not None:
+            self._pollTimer.stop()
+        if self.logic is not None:
+            self.logic.cancelDetection(graceSeconds=0)
+            self.logic.cleanup()
+        self.removeObservers()
+
+    def onReload(self) -> None:
+        import importlib
+
+        self.cleanup()
+        for name in LIB_MODULES:
+            module = sys.modules.get(f"PancDiffSlicerLib.{name}")
+            if module is not None:
+                importlib.reload(module)
+        super().onReload()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        # The engine keeps running and its results still arrive: the timer belongs to the widget.
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.logic.cancelDetection(graceSeconds=0)
+        self.logic.cleanup()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolumeNode and not firstVolumeNode.GetAttribute(sceneLib.ROLE_ATTRIBUTE):
+                self._parameterNode.inputVolume = firstVolumeNode
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        """Any setting changed: let the logic update the display, then refresh the widgets."""
+        if self._updatingGui or not self._parameterNode:
+            return
+        self._updatingGui = True
+        try:
+            self.logic.applyParameters(self._parameterNode)
+        finally:
+            self._updatingGui = False
+        self._updateGuiFromParameterNode()
+
+    def _updateGuiFromParameterNode(self) -> None:
+        parameters = self._parameterNode
+        if not parameters:
+            return
+        source = parameters.pancreasSource
+        for widget in (self.ui.pancreasSegmentLabel, self.ui.pancreasSegmentSelector):
+            widget.setVisible(source == PancreasSource.SEGMENTATION)
+        for widget in (self.ui.pancreasLabelmapLabel, self.ui.pancreasLabelmapSelector):
+            widget.setVisible(source == PancreasSource.LABELMAP)
+        wasBlocked = self.ui.pancreasSegmentSelector.blockSignals(True)
+        self.ui.pancreasSegmentSelector.setCurrentNode(parameters.pancreasSegmentation)
+        self.ui.pancreasSegmentSelector.setCurrentSegmentID(parameters.pancreasSegmentId)
+        self.ui.pancreasSegmentSelector.blockSignals(wasBlocked)
+        wasBlocked = self.ui.knownTumorsMarkupsWidget.blockSignals(True)
+        self.ui.knownTumorsMarkupsWidget.setCurrentNode(parameters.knownTumorPoints)
+        self.ui.knownTumorsMarkupsWidget.blockSignals(wasBlocked)
+        self.ui.gpuInfoLabel.text = self.logic.deviceDescription(parameters.device)
+
+        job = self.logic.job
+        running = job is not None and job.state.isActive
+        if running:
+            cancelling = job.state == JobState.CANCELLING
+            self.ui.detectButton.text = _("Cancelling...") if cancelling else _("Cancel")
+            self.ui.detectButton.toolTip = _("Stop the detection; the scene is left as it was.")
+            self.ui.detectButton.enabled = not cancelling
+        else:
+            problem = self.logic.inputProblem(parameters)
+            self.ui.detectButton.text = _("Detect")
+            self.ui.detectButton.toolTip = problem or _("Find tumor candidates in the CT (runs in the background).")
+            self.ui.detectButton.enabled = not problem
+
+        result = self.logic.result(parameters)
+        self.ui.resultsCollapsibleButton.enabled = result is not None
+        self.ui.jumpToPeakButton.enabled = result is not None
+        self.ui.sliceTableView.setMRMLTableNode(parameters.sliceTable)
+        self.ui.knownTumorTableView.setMRMLTableNode(parameters.knownTumorTable)
+        if result is None:
+            self.ui.confidenceLabel.text = _("No result yet: click Detect.")
+            self.ui.staleLabel.hide()
+        else:
+            self.ui.confidenceLabel.text = self.logic.confidenceText(result)
+            self.ui.staleLabel.setVisible(self.logic.isStale(parameters))
+
+    def onPancreasSegmentChanged(self, *args) -> None:
+        if self._parameterNode and not self._updatingGui:
+            self._parameterNode.pancreasSegmentation = self.ui.pancreasSegmentSelector.currentNode()
+            self._parameterNode.pancreasSegmentId = self.ui.pancreasSegmentSelector.currentSegmentID() or ""
+
+    def onKnownTumorsNodeChanged(self) -> None:
+        if self._parameterNode and not self._updatingGui:
+            self._parameterNode.knownTumorPoints = self.ui.knownTumorsMarkupsWidget.currentNode()
+
+    def onDetectButton(self) -> None:
+        if self.logic.isRunning():
+            self.logic.cancelDetection()
+            self._updateGuiFromParameterNode()
+            return
+        with slicer.util.tryWithErrorDisplay(_("PancDiff could not start."), waitCursor=True):
+            if not self._installMissingDependencies():
+                return
+            self.logic.startDetection(self._parameterNode)
+            self.ui.statusLabel.text = _("Starting...")
+            self.ui.progressBar.setRange(0, 0)
+            self.ui.progressBar.show()
+            self._pollTimer.start()
+        self._updateGuiFromParameterNode()
+
+    def _installMissingDependencies(self) -> bool:
+        """Ask once, listing every missing package; install them. False: the user said no."""
+        missing = self.logic.missingDependencies(self._parameterNode)
+        if not missing:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(dependencies.confirmationText(missing), windowTitle="PancDiff"):
+            return False
+        self.ui.statusLabel.text = _("Installing Python packages (this can take a few minutes)...")
+        slicer.app.processEvents()
+        self.logic.installDependencies(missing)
+        return True
+
+    def onPollTimer(self) -> None:
+        self._updatingGui = True  # result nodes stored by the logic must not re-enter applyParameters
+        try:
+            job = self.logic.pollDetection(self._parameterNode)
+        finally:
+            self._updatingGui = False
+        if job is None:
+            self._pollTimer.stop()
+            return
+        if job.progress.fraction is None:
+            self.ui.progressBar.setRange(0, 0)  # busy indicator while a stage has no count
+        else:
+            self.ui.progressBar.setRange(0, 100)
+            self.ui.progressBar.value = round(100 * job.progress.fraction)
+        self.ui.statusLabel.text = job.progress.describe()
+        if job.state.isActive:
+            return
+        self._pollTimer.stop()
+        self.ui.progressBar.hide()
+        if job.state == JobState.SUCCEEDED:
+            self.ui.statusLabel.text = _("Done in {duration}.").format(duration=humanReadableDuration(job.duration))
+            self.ui.resultsCollapsibleButton.collapsed = False
+        elif job.state == JobState.CANCELLED:
+            self.ui.statusLabel.text = _("Cancelled. The scene was left as it was.")
+        else:
+            self.ui.statusLabel.text = _("Failed; see the message.")
+            slicer.util.errorDisplay(job.errorMessage, windowTitle=_("PancDiff"))
+        self._updateGuiFromParameterNode()
+
+    def onJumpToPeakButton(self) -> None:
+        self.logic.jumpToPeak(self._parameterNode)
+
+
+#
+# PancDiffSlicerLogic
+#
+
+
+class PancDiffSlicerLogic(ScriptedLoadableModuleLogic):
+    """Runs detections and keeps their results in the scene; usable without the widget.
+
+    The computation happens in a child process (``python -m pancdiff detect``); this class writes the
+    inputs, polls the process and delegates everything in the scene to ``PancDiffSlicerLib``.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.job = None
+        self.knownTumorComparison = None
+        self._appliedDisplay = {}  # heatmap node ID -> (threshold, opacity, show 3D) last applied
+        self._gpus = None
+
+    def getParameterNode(self):
+        return PancDiffSlicerParameterNode(super().getParameterNode())
+
+    def cleanup(self) -> None:
+        """Stop observing (scene close, module reload); results stay in the scene."""
+        if self.knownTumorComparison is not None:
+            self.knownTumorComparison.cleanup()
+            self.knownTumorComparison = None
+        self._appliedDisplay.clear()
+
+    # -- settings --------------------------------------------------------------------------------
+
+    @staticmethod
+    def settingsFrom(parameters) -> contract.DetectionSettings:
+        return contract.DetectionSettings(
+            guidanceScale=float(parameters.guidanceScale),
+            noiseLevel=round(parameters.noiseLevel),
+            threshold=float(parameters.thresholdPercent) / 100.0,
+            quality=parameters.quality,
+            device=parameters.device,
+            pancreasSource=parameters.pancreasSource,
+            batchSize=int(parameters.batchSize),
+        )
+
+    @staticmethod
+    def inputProblem(parameters) -> str:
+        """Why Detect cannot run with these inputs, or "" when it can."""
+        if not parameters.inputVolume:
+            return _("Choose the CT volume.")
+        if parameters.pancreasSource == PancreasSource.SEGMENTATION and not (
+            parameters.pancreasSegmentation and parameters.pancreasSegmentId
+        ):
+            return _("Choose the pancreas segmentation and segment.")
+        if parameters.pancreasSource == PancreasSource.LABELMAP and not parameters.pancreasLabelmap:
+            return _("Choose the pancreas label map.")
+        return ""
+
+    @staticmethod
+    def missingDependencies(parameters) -> list:
+        return dependencies.missingPackages(needTotalSegmentator=parameters.pancreasSource.usesTotalSegmentator)
+
+    @staticmethod
+    def installDependencies(missing) -> None:
+        """Install ``missing`` (PyTorch through the PyTorch extension); raises with advice on failure."""
+        for package in missing:
+            try:
+                if package == dependencies.TORCH_PACKAGE:
+                    try:
+                        import PyTorchUtils
+                    except ModuleNotFoundError as error:
+                        raise RuntimeError(
+                            "the PyTorch extension is missing: install 'PyTorch' from the Extensions Manager"
+                        ) from error
+                    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+                    if torchLogic.torchInstalled():  # installed but too old
+                        raise RuntimeError(
+                            f"PyTorch {torchLogic.torch.__version__} is older than {package.requirement}; "
+                            "uninstall it in the 'PyTorch Utils' module"
+                        )
+                    torch = torchLogic.installTorch(
+                        askConfirmation=False,
+                        torchVersionRequirement=f">={dependencies.TORCH_PACKAGE.minimumVersion}",
+                    )
+                    if torch is None:
+                        raise RuntimeError("PyTorch was not installed")
+                elif package == dependencies.TOTALSEGMENTATOR_PACKAGE and hasattr(slicer.modules, "totalsegmentator"):
+                    slicer.util.getModuleLogic("TotalSegmentator").setupPythonRequirements()
+                else:
+                    slicer.util.pip_install(package.requirement)
+            except Exception as error:
+                logger.exception("Installing %s failed", package.requirement)
+                raise RuntimeError(dependencies.installAdvice(package, error)) from error
+
+    # -- detection -------------------------------------------------------------------------------
+
+    @staticmethod
+    def engineDir() -> str:
+        """The folder holding the ``pancdiff`` package (shipped beside this file)."""
+        return os.path.dirname(os.path.abspath(__file__))
+
+    @staticmethod
+    def pythonExecutable() -> str:
+        """Slicer's Python launcher (sets up the environment), else this interpreter."""
+        return shutil.which("PythonSlicer") or sys.executable
+
+    @staticmethod
+    def childEnvironment() -> dict:
+        """The environment Slicer started with: ``PythonSlicer`` sets up its own paths from there."""
+        return slicer.util.startupEnvironment()
+
+    def isRunning(self) -> bool:
+        return self.job is not None and self.job.state.isActive
+
+    def startDetection(self, parameters) -> DetectionJob:
+        """Write the inputs and start the engine in the background; poll with ``pollDetection``."""
+        if self.isRunning():
+            raise RuntimeError(_("A detection is already running."))
+        problem = self.inputProblem(parameters)
+        if problem:
+            raise ValueError(problem)
+        settings = self.settingsFrom(parameters)
+        source = parameters.pancreasSource
+        job = DetectionJob(
+            parameters.inputVolume,
+            settings,
+            self.pythonExecutable(),
+            self.engineDir(),
+            segmentationNode=parameters.pancreasSegmentation if source == PancreasSource.SEGMENTATION else None,
+            segmentId=parameters.pancreasSegmentId or None,
+            labelmapNode=parameters.pancreasLabelmap if source == PancreasSource.LABELMAP else None,
+            opacity=float(parameters.heatmapOpacity),
+            temporaryRoot=slicer.app.temporaryPath,
+            env=self.childEnvironment(),
+        )
+        job.start()
+        self.job = job
+        return job
+
+    def pollDetection(self, parameters):
+        """Drain progress; when the run succeeded, its result nodes go into ``parameters``."""
+        if self.job is None:
+            return None
+        wasActive = self.job.state.isActive
+        self.job.poll()
+        if wasActive and self.job.state == JobState.SUCCEEDED and parameters is not None:
+            self._appliedDisplay.pop(self.job.result.heatmapNode.GetID(), None)
+            if parameters.inputVolume and parameters.inputVolume.GetID() == self.job.ctNode.GetID():
+                self.applyParameters(parameters)
+        return self.job
+
+    def cancelDetection(self, graceSeconds: float = 3.0) -> None:
+        if self.isRunning():
+            self.job.cancel(graceSeconds)
+
+    def runDetection(self, parameters, timeoutSeconds: float = 3600.0) -> DetectionJob:
+        """Run a detection to the end (scripts and the self-test), keeping the GUI responsive."""
+        job = self.startDetection(parameters)
+        deadline = time.monotonic() + timeoutSeconds
+        while job.state.isActive:
+            self.pollDetection(parameters)
+            slicer.app.processEvents()
+            if time.monotonic() > deadline:
+                self.cancelDetection(graceSeconds=0)
+            time.sleep(0.1)
+        return job
+
+    # -- results ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def result(parameters):
+        return sceneLib.findResult(parameters.inputVolume) if parameters.inputVolume else None
+
+    def isStale(self, parameters) -> bool:
+        """The result was made with other S, N, steps or mask source than the current settings."""
+        result = self.result(parameters)
+        return result is not None and result.settingsKey != self.settingsFrom(parameters).rerunKey()
+
+    @staticmethod
+    def confidenceText(result) -> str:
+        confidence = result.confidence
+        if math.isnan(confidence):  # no slice analyzed
+            return _("No pancreas slice was analyzed.")
+        return _("Tumor probability: {percent:.0f} %").format(percent=100 * confidence)
+
+    def applyParameters(self, parameters) -> None:
+        """Bring the scene in line with the parameters: result nodes, threshold, opacity, 3D, markups.
+
+        Threshold and opacity change display properties (and the candidate segment) only: instant,
+        no rerun. Each property is applied only when it changed, so this is cheap to call often.
+        """
+        result = self.result(parameters)
+        self._storeResultNodes(parameters, result)
+        if result is not None:
+            threshold = float(parameters.thresholdPercent) / 100.0
+            opacity = float(parameters.heatmapOpacity)
+            show3D = bool(parameters.showCandidate3D)
+            key = result.heatmapNode.GetID()
+            applied = self._appliedDisplay.get(key)
+            if applied is None:
+                sceneLib.showHeatmap(parameters.inputVolume, result.heatmapNode, opacity)
+            if applied is None or applied[0] != threshold:
+                sceneLib.setThreshold(result, threshold)
+            if applied is None or applied[1] != opacity:
+                sceneLib.setOpacity(result.heatmapNode, opacity)
+            if applied is None or applied[2] != show3D:
+                sceneLib.setCandidate3DVisible(result, show3D)
+            self._appliedDisplay[key] = (threshold, opacity, show3D)
+        self._updateKnownTumorComparison(parameters, result)
+
+    @staticmethod
+    def _storeResultNodes(parameters, result) -> None:
+        nodes = (
+            (None, None, None) if result is None else (result.heatmapNode, result.candidateNode, result.sliceTableNode)
+        )
+        if parameters.heatmapVolume is not nodes[0]:
+            parameters.heatmapVolume = nodes[0]
+        if parameters.candidateSegmentation is not nodes[1]:
+            parameters.candidateSegmentation = nodes[1]
+        if parameters.sliceTable is not nodes[2]:
+            parameters.sliceTable = nodes[2]
+
+    def _updateKnownTumorComparison(self, parameters, result) -> None:
+        points = parameters.knownTumorPoints
+        comparison = self.knownTumorComparison
+        if result is None or not points:
+            if comparison is not None:
+                comparison.cleanup()
+                self.knownTumorComparison = None
+            return
+        threshold = float(parameters.thresholdPercent) / 100.0
+        tolerance = float(parameters.hitToleranceMm)
+        if (
+            comparison is None
+            or comparison.pointsNode is not points
+            or comparison.heatmapNode is not result.heatmapNode
+        ):
+            if comparison is not None:
+                comparison.cleanup()
+            table = sceneLib.knownTumorTableNode(parameters.inputVolume)
+            self.knownTumorComparison = KnownTumorComparison(points, result.heatmapNode, table, threshold, tolerance)
+            if parameters.knownTumorTable is not table:
+                parameters.knownTumorTable = table
+        else:
+            comparison.setThreshold(threshold)
+            comparison.setTolerance(tolerance)
+
+    def jumpToPeak(self, parameters):
+        result = self.result(parameters)
+        return None if result is None else sceneLib.jumpToPeak(result.heatmapNode)
+
+    def deviceDescription(self, device: Device) -> str:
+        """What the device choice runs on (GPU name and memory); the GPUs are looked up once."""
+        if self._gpus is None:
+            self._gpus = devices.findGpus()
+        return devices.describeDeviceChoice(device.value, self._gpus)
+
+
+#
+# PancDiffSlicerTest
+#
+
+
+class PancDiffSlicerTest(ScriptedLoadableModuleTest):
+    """Runs in Slicer (Developer mode: Reload and Test). Needs the sample CT and its pancreas mask."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_PancDiffSlicer_importedResultsFollowTheSettings()
+        self.setUp()
+        self.test_PancDiffSlicer_detectOnSampleCtWithPancreasMask()
+
+    @staticmethod
+    def sampleDataPath(fileName: str) -> Path:
+        moduleDir = Path(__file__).resolve().parent
+        for folder in (moduleDir / "Resources" / "SampleData", moduleDir.parent / "Resources" / "SampleData"):
+            if (folder / fileName).exists():
+                return folder / fileName
+        raise FileNotFoundError(f"Sample data {fileName} not found beside the module (Resources/SampleData)")
+
+    def _loadSample(self):
+        ct = slicer.util.loadVolume(str(self.sampleDataPath("example_ct_sm.nii.gz")))
+        pancreas = slicer.util.loadLabelVolume(str(self.sampleDataPath("pancreas.nii.gz")))
+        return ct, pancreas
+
+    def test_PancDiffSlicer_importedResultsFollowTheSettings(self) -> None:
+        """Scene logic in the real application, on engine outputs written here (no model needed)."""
+        import tempfile
+
+        import numpy as np
+
+        self.delayDisplay("Importing synthetic results for the sample CT")
+        ct, pancreas = self._loadSample()
+        ctArray = slicer.util.arrayFromVolume(ct)
+        heatmap = np.zeros(ctArray.shape, np.float32)
+        mask = slicer.util.arrayFromVolume(pancreas) > 0
+        heatmap[mask] = np.linspace(0.0, 1.0, int(mask.sum()), dtype=np.float32)
+        with tempfile.TemporaryDirectory() as folder:
+            sceneLib.writeVolumeFile(ct, Path(folder) / contract.HEATMAP_FILE, heatmap, compress=True)
+            contract.writeTabularOutputs(folder, 0.5, [contract.SliceRow(0, 0.5, 1.0, None, None)])
+            logic = PancDiffSlicerLogic()
+            parameters = logic.getParameterNode()
+            parameters.inputVolume = ct
+            sceneLib.importResults(ct, folder, threshold=0.35, settingsKey="")
+        logic.applyParameters(parameters)
+        result = logic.result(parameters)
+        self.assertIsNotNone(result)
+        self.assertTrue(sceneLib.sameGeometry(result.heatmapNode, ct))
+        before = slicer.util.arrayFromVolume(result.heatmapNode).copy()
+        parameters.thresholdPercent = 80
+        parameters.heatmapOpacity = 0.3
+        logic.applyParameters(parameters)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(result.heatmapNode), before)
+        segmentArray = slicer.util.arrayFromSegmentBinaryLabelmap(
+            result.candidateNode, sceneLib.CANDIDATE_SEGMENT_ID, ct
+        )
+        self.assertEqual(int(segmentArray.sum()), int((before >= 0.8).sum()))
+        self.assertTrue(logic.isStale(parameters))  # made with other settings than the current ones
+        self.delayDisplay("Imported results follow the threshold and opacity")
+
+    def test_PancDiffSlicer_detectOnSampleCtWithPancreasMask(self) -> None:
+        """The whole flow: Detect on the sample CT with its pancreas mask, on the CPU."""
+        import numpy as np
+
+        self.delayDisplay("Running PancDiff on the sample CT (CPU, fast quality)")
+        ct, pancreas = self._loadSample()
+        logic = PancDiffSlicerLogic()
+        missing = logic.missingDependencies(logic.getParameterNode())
+        if missing:
+            logic.installDependencies(missing)
+        parameters = logic.getParameterNode()
+        parameters.inputVolume = ct
+        parameters.pancreasSource = PancreasSource.LABELMAP
+        parameters.pancreasLabelmap = pancreas
+        parameters.device = Device.CPU
+        parameters.quality = Quality.FAST
+        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+        job = logic.runDetection(parameters, timeoutSeconds=1800)
+        self.assertEqual(job.state, JobState.SUCCEEDED, job.errorMessage)
+        result = logic.result(parameters)
+        self.assertTrue(sceneLib.sameGeometry(result.heatmapNode, ct))
+        heatmap = slicer.util.arrayFromVolume(result.heatmapNode)
+        self.assertGreaterEqual(float(heatmap.min()), 0.0)
+        self.assertLessEqual(float(heatmap.max()), 1.0)
+        self.assertEqual(parameters.sliceTable, result.sliceTableNode)
+
+        points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Known tumors")
+        peak, _value = sceneLib.peakPosition(result.heatmapNode)
+        points.AddControlPoint(*peak.tolist(), "at peak")
+        parameters.knownTumorPoints = points
+        logic.applyParameters(parameters)
+        table = parameters.knownTumorTable
+        self.assertEqual(table.GetNumberOfRows(), 1)
+        self.assertEqual(float(table.GetCellText(0, table.GetColumnIndex("Distance to peak"))), 0.0)
+
+        nodesAfterFirst = slicer.mrmlScene.GetNumberOfNodes()
+        self.assertGreater(nodesAfterFirst, nodesBefore)
+        parameters.guidanceScale = 3.0
+        self.assertTrue(logic.isStale(parameters))
+        job = logic.runDetection(parameters, timeoutSeconds=1800)
+        self.assertEqual(job.state, JobState.SUCCEEDED, job.errorMessage)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesAfterFirst)  # replaced, not piled up
+        self.assertFalse(logic.isStale(parameters))
+        np.testing.assert_array_equal(
+            sceneLib.jumpToPeak(result.heatmapNode), sceneLib.peakPosition(result.heatmapNode)[0]
+        )
+        self.delayDisplay("Detection test passed")
