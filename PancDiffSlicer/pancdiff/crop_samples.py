@@ -72,6 +72,13 @@ class CropSampler:
 
     def sample(self, i: int, rng: np.random.Generator, aug: AugmentConfig = NO_AUGMENT) -> tuple[np.ndarray, np.ndarray]:
         """Canvas and support of crop ``i``: ((S, S) float32 in [0, 1], (S, S) bool)."""
+        canvas, valid, _ = self.sample_masked(i, rng, aug)
+        return canvas, valid
+
+    def sample_masked(
+        self, i: int, rng: np.random.Generator, aug: AugmentConfig = NO_AUGMENT, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Like ``sample``, also carrying a (H, W) tumor mask onto the canvas (nearest neighbour)."""
         image = self.images[i]
         h, w = image.shape
         box = np.array([h, w], dtype=float)
@@ -93,15 +100,19 @@ class CropSampler:
             size=self.preprocess.image_size,
         )
         canvas, valid = to_model_input(image, support, transform, self.preprocess.fill)
+        mask_canvas = None if mask is None else (transform.to_canvas(mask.astype(np.float32), order=0) > 0.5) & valid
         if aug.rotate_deg:
             angle = rng.uniform(-aug.rotate_deg, aug.rotate_deg)
             canvas = ndimage.rotate(canvas, angle, reshape=False, order=1, cval=self.preprocess.fill)
             valid = ndimage.rotate(valid.astype(np.float32), angle, reshape=False, order=0) > 0.5
             canvas[~valid] = self.preprocess.fill
+            if mask_canvas is not None:
+                mask_canvas = ndimage.rotate(mask_canvas.astype(np.float32), angle, reshape=False, order=0) > 0.5
         if aug.flip_lr and rng.random() < 0.5:
             canvas, valid = canvas[:, ::-1].copy(), valid[:, ::-1].copy()
+            mask_canvas = None if mask_canvas is None else mask_canvas[:, ::-1].copy()
         if aug.intensity_scale or aug.intensity_shift:
             gain = 1 + rng.uniform(-aug.intensity_scale, aug.intensity_scale)
             offset = rng.uniform(-aug.intensity_shift, aug.intensity_shift)
             canvas = np.where(valid, np.clip(canvas * gain + offset, 0, 1), canvas).astype(np.float32)
-        return canvas, valid
+        return canvas, valid, mask_canvas

@@ -40,6 +40,13 @@ class Task:
                 elapsed_s=round(elapsed, 2), eta_s=None if eta is None else round(eta, 2), **postfix,
             )
 
+    def set_total(self, total: int) -> None:
+        """For work whose size is known only once it starts (e.g. after batching)."""
+        self.total = total
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -47,6 +47,7 @@ class TrainConfig:
             with a simulated lesion. Same-site positives, so the site cannot explain the label.
         max_timestep: classifier only; t ~ U[0, max_timestep). Guidance never asks above N.
         assumed_spacing_mm: pixel spacing of slice-folder crops that do not record it.
+        mixed_precision: bf16 autocast on GPU, and on CPUs with native bf16 (1.75x faster here).
     """
 
     iterations: int = 6000
@@ -65,6 +66,7 @@ class TrainConfig:
     lesion_fraction: float = 0.0
     max_timestep: int = 1000
     threads: int = 0
+    mixed_precision: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -244,7 +246,7 @@ def train(kind: Kind, data_dir: str | Path, out_dir: str | Path, cfg: TrainConfi
     alpha_bar = alpha_bar_schedule(cfg.schedule).float().to(dev)
     batches = _Batches(data.train, cfg, kind, rng)
     val = validation_canvases(data.val, lesion_cfg=cfg.lesions if kind == "classifier" else None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else _null()
+    autocast = _autocast(dev) if cfg.mixed_precision else _null()
     log = _CsvLog(out / "loss.csv", ["step", "loss", "lr", "elapsed_s"], append=resume) if rank == 0 else None
     vlog = _CsvLog(out / "validation.csv", ["step", "metric", "value"], append=resume) if rank == 0 else None
     start, running = time.monotonic(), []
@@ -258,7 +260,7 @@ def train(kind: Kind, data_dir: str | Path, out_dir: str | Path, cfg: TrainConfi
                 group["lr"] = lr
             with autocast:
                 if kind == "diffusion":
-                    loss = diffusion_loss(net, x, alpha_bar)
+                    loss = diffusion_loss(lambda xt, t: net(xt, t).float(), x, alpha_bar)
                 else:
                     t = torch.randint(0, cfg.max_timestep, (x.shape[0],), device=dev)
                     x_t = q_sample(x, t, torch.randn_like(x), alpha_bar)
@@ -391,6 +393,15 @@ def _plot_loss(csv_path: Path, png_path: Path, kind: str) -> None:
     fig.tight_layout()
     fig.savefig(png_path)
     plt.close(fig)
+
+
+def _autocast(dev: torch.device):
+    """bf16 autocast where the hardware has it; losses and the optimizer stay fp32."""
+    if dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if dev.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return _null()
 
 
 class _null:

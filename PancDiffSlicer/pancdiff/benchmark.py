@@ -1,0 +1,113 @@
+"""Fast detection vs. the paper-exact run, on the same slices and the same model, in one process.
+
+Paper-exact: K = N steps (N encoding + N guided decoding passes + N classifier gradients per slice,
+one slice at a time in the reference code; we batch both runs alike so the ratio is the grid's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import DetectConfig
+from .detection import Detector
+from .metrics import dice, pearson
+from .progress import QUIET, Reporter
+from .weights import ModelBundle
+
+
+def timed_detect(bundle: ModelBundle, cfg: DetectConfig, x: np.ndarray, valid: np.ndarray,
+                 reporter: Reporter = QUIET, label: str = "") -> tuple[np.ndarray, float, int]:
+    """(normalized maps, wall seconds, network passes per slice) for one setting."""
+    detector = Detector(bundle, cfg)
+    with reporter.task(label or f"K={cfg.steps}", 1, unit="step") as task:
+        def progress(done: int, total: int) -> None:
+            if task.total != total:
+                task.set_total(total)
+            task.update(done - task.done)
+
+        start = time.perf_counter()
+        result = detector.detect(x, valid, progress)
+        seconds = time.perf_counter() - start
+    return result.normalized, seconds, result.evaluations_per_slice
+
+
+def compare_maps(reference: np.ndarray, fast: np.ndarray, valid: np.ndarray, threshold: float) -> dict:
+    """Pearson r inside the support and Dice of the two maps thresholded alike."""
+    return {
+        "map_pearson": pearson(reference[valid], fast[valid]),
+        "map_dice": dice(reference >= threshold, fast >= threshold),
+    }
+
+
+def run_benchmark(bundle: ModelBundle, x: np.ndarray, valid: np.ndarray, fast: DetectConfig,
+                  sweep: tuple[int, ...] = (), reporter: Reporter = QUIET, slices_source: str = "") -> dict:
+    """Time the paper-exact (K = N) and the fast run on the same slices; compare their maps."""
+    reference = dataclasses.replace(fast, steps=fast.noise_level)
+    ref_maps, ref_s, ref_evals = timed_detect(bundle, reference, x, valid, reporter, f"paper-exact K={reference.steps}")
+    fast_maps, fast_s, fast_evals = timed_detect(bundle, fast, x, valid, reporter, f"fast K={fast.steps}")
+    n = len(x)
+    result = {
+        "device": str(Detector(bundle, fast).device),
+        "device_name": _device_name(fast.device),
+        "torch_threads": torch.get_num_threads(),
+        "model_id": bundle.model_id,
+        "slices": n,
+        "slices_source": slices_source,
+        "settings": {"scale": fast.scale, "noise_level": fast.noise_level, "threshold": fast.threshold,
+                     "steps_reference": reference.steps, "steps_fast": fast.steps},
+        "evals_per_slice_reference": ref_evals,
+        "evals_per_slice_fast": fast_evals,
+        "speedup_evals": ref_evals / fast_evals,
+        "seconds_per_slice_reference": ref_s / n,
+        "seconds_per_slice_fast": fast_s / n,
+        "speedup_wall": ref_s / fast_s,
+        **compare_maps(ref_maps, fast_maps, valid, fast.threshold),
+    }
+    if sweep:
+        rows = []
+        for steps in sweep:
+            cfg = dataclasses.replace(fast, steps=min(steps, fast.noise_level))
+            maps, seconds, evals = timed_detect(bundle, cfg, x, valid, reporter, f"sweep K={cfg.steps}")
+            rows.append({"steps": cfg.steps, "evals_per_slice": evals, "seconds_per_slice": seconds / n,
+                         **compare_maps(ref_maps, maps, valid, fast.threshold)})
+        result["sweep"] = rows
+    return result
+
+
+def table(result: dict) -> str:
+    """The figures as a small text table for the terminal."""
+    lines = [
+        f"device {result['device']} ({result['device_name']}), {result['slices']} slices, model {result['model_id']}",
+        f"{'run':<22}{'passes/slice':>14}{'s/slice':>10}",
+        f"{'paper-exact K=' + str(result['settings']['steps_reference']):<22}"
+        f"{result['evals_per_slice_reference']:>14}{result['seconds_per_slice_reference']:>10.3f}",
+        f"{'fast K=' + str(result['settings']['steps_fast']):<22}"
+        f"{result['evals_per_slice_fast']:>14}{result['seconds_per_slice_fast']:>10.3f}",
+        f"speedup: {result['speedup_evals']:.1f}x fewer passes, {result['speedup_wall']:.1f}x less wall time",
+        f"map agreement: Pearson r = {result['map_pearson']:.3f}, Dice = {result['map_dice']:.3f}",
+    ]
+    for row in result.get("sweep", []):
+        lines.append(f"  K={row['steps']:<4} passes {row['evals_per_slice']:>4}  s/slice {row['seconds_per_slice']:.3f}  "
+                     f"r {row['map_pearson']:.3f}  Dice {row['map_dice']:.3f}")
+    return "\n".join(lines)
+
+
+def write_benchmark(result: dict, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "benchmark.json"
+    path.write_text(json.dumps({**result, "python": platform.python_version(), "torch": torch.__version__},
+                               indent=2) + "\n")
+    return path
+
+
+def _device_name(device: str) -> str:
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return platform.processor() or platform.machine()
