@@ -1,0 +1,174 @@
+"""Print what PancDiff runs on: Python, torch and its devices (CUDA, MPS, GPU memory), MONAI,
+SimpleITK, TotalSegmentator and its weights, and the bundled models with their SHA-256 checked
+against the model card. Paste the output into a bug report. Never fails on a missing piece: it
+says what is missing instead (exit code 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from .. import __version__
+from ..progress import Reporter
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    report = collect()
+    args.result = {"doctor": report}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif reporter.mode == "json":
+        reporter.event("info", message="doctor", doctor=report)
+    else:
+        print(format_report(report))
+    return 0
+
+
+def collect() -> dict:
+    """Everything the report shows, as a JSON-ready dict."""
+    return {
+        "pancdiff": __version__,
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "platform": platform.platform(),
+        "torch": _torch(),
+        "packages": {name: _version(name) for name in ("monai", "SimpleITK", "numpy", "scipy", "safetensors")},
+        "totalsegmentator": _totalsegmentator(),
+        "models": _models(),
+    }
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _torch() -> dict:
+    try:
+        import torch
+    except Exception as exc:  # noqa: BLE001 - a broken torch install is exactly what doctor must report
+        return {"version": None, "error": f"{type(exc).__name__}: {exc}"}
+    info: dict = {
+        "version": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "mps_available": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+        "threads": torch.get_num_threads(),
+        "gpus": [],
+    }
+    if info["cuda_available"]:
+        for n in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(n)
+            gpu = {"index": n, "name": props.name, "memory_gib": round(props.total_memory / 2**30, 1)}
+            try:
+                free, _ = torch.cuda.mem_get_info(n)
+                gpu["free_gib"] = round(free / 2**30, 1)
+            except RuntimeError:
+                pass
+            info["gpus"].append(gpu)
+    return info
+
+
+def _totalsegmentator() -> dict:
+    """Installed? And are its weights where it looks (TOTALSEG_HOME_DIR, else ~/.totalsegmentator)?"""
+    home = Path(os.environ.get("TOTALSEG_HOME_DIR") or Path.home() / ".totalsegmentator")
+    results = home / "nnunet" / "results"
+    datasets = sorted(p.name for p in results.glob("Dataset*")) if results.is_dir() else []
+    return {
+        "version": _version("TotalSegmentator"),
+        "home": str(home),
+        "home_from": "TOTALSEG_HOME_DIR" if os.environ.get("TOTALSEG_HOME_DIR") else "default",
+        "weights": datasets,
+    }
+
+
+def _models() -> dict:
+    """The bundled model card and each weight file's SHA-256, recomputed and compared."""
+    from ..weights import CARD_FILE, bundled_model_dir, sha256_file
+
+    root = bundled_model_dir()
+    out: dict = {"folder": str(root), "model_id": None, "files": []}
+    card_path = root / CARD_FILE
+    if not card_path.is_file():
+        out["error"] = f"no {CARD_FILE}: no bundled models"
+        return out
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        out["error"] = f"{CARD_FILE} unreadable: {exc}"
+        return out
+    out["model_id"] = card.get("model_id")
+    out["operating_point"] = card.get("operating_point")
+    for name, recorded in sorted((card.get("sha256") or {}).items()):
+        path = root / name
+        actual = sha256_file(path) if path.is_file() else None
+        out["files"].append(
+            {
+                "file": name,
+                "bytes": path.stat().st_size if path.is_file() else None,
+                "sha256": actual,
+                "status": "missing" if actual is None else ("ok" if actual == recorded else "SHA-256 MISMATCH"),
+            }
+        )
+    return out
+
+
+def format_report(r: dict) -> str:
+    """The report as aligned text lines."""
+    t = r["torch"]
+    lines = [
+        f"pancdiff          {r['pancdiff']}",
+        f"python            {r['python']}",
+        f"platform          {r['platform']}",
+    ]
+    if t.get("version") is None:
+        lines.append(f"torch             NOT IMPORTABLE ({t.get('error')})")
+    else:
+        build = f"CUDA {t['cuda_build']} build" if t["cuda_build"] else "CPU build"
+        lines += [
+            f"torch             {t['version']} ({build}, {t['threads']} CPU threads)",
+            f"CUDA available    {'yes' if t['cuda_available'] else 'no'}",
+            f"MPS available     {'yes' if t['mps_available'] else 'no'}",
+        ]
+        for gpu in t["gpus"]:
+            free = f", {gpu['free_gib']} GiB free" if "free_gib" in gpu else ""
+            lines.append(f"GPU {gpu['index']}             {gpu['name']}, {gpu['memory_gib']} GiB{free}")
+    for name, version in r["packages"].items():
+        lines.append(f"{name:<17} {version or 'NOT INSTALLED'}")
+    ts = r["totalsegmentator"]
+    if ts["version"]:
+        lines.append(f"TotalSegmentator  {ts['version']}")
+    else:
+        lines.append(
+            'TotalSegmentator  not installed (pip install "pancdiff[totalsegmentator]", or give --pancreas-mask)'
+        )
+    weights = (
+        ", ".join(ts["weights"]) if ts["weights"] else "none found (totalseg_download_weights, or TOTALSEG_HOME_DIR)"
+    )
+    lines.append(f"  weights in      {ts['home']} ({ts['home_from']}): {weights}")
+    m = r["models"]
+    lines.append(f"bundled models    {m['folder']}")
+    if "error" in m:
+        lines.append(f"  {m['error']} (pancdiff train ..., or --model DIR)")
+    else:
+        lines.append(f"  model id        {m['model_id']}")
+        for f in m["files"]:
+            lines.append(f"  {f['file']:<24} {f['status']:<8} sha256 {f['sha256'] or '-'}")
+        op = m.get("operating_point") or {}
+        if op:
+            lines.append(
+                f"  operating point S={op.get('scale')} N={op.get('noise_level')} K={op.get('steps')} "
+                f"threshold={op.get('threshold')}"
+            )
+    return "\n".join(lines)

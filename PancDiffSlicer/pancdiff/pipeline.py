@@ -1,0 +1,570 @@
+"""One detection run as functions: CT -> pancreas mask -> slices -> Detector -> 3D heatmap -> files.
+
+Three layers, so each caller takes what it needs:
+
+- ``detect_volume``: arrays in, arrays out (the Slicer module shows them in the scene);
+- ``write_results``: a ``VolumeDetection`` -> ``heatmap.nii.gz``, ``candidates.nii.gz``,
+  ``slices.csv``, ``report.png``, ``summary.json`` in a folder;
+- ``run_detect``: a CT path -> that folder's contents and the summary dict (``pancdiff detect``,
+  ``pancdiff demo``).
+
+The folder given to ``write_results`` / ``run_detect`` is expected to be a staging folder (see
+``pancdiff.outputs.OutputDir``); atomicity is the caller's business, not this module's.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import __version__
+from .config import DetectConfig, to_dict
+from .markers import DEFAULT_TOLERANCE_MM, ImageGrid, Marker, score_markers
+from .progress import QUIET, Reporter
+
+if TYPE_CHECKING:
+    from .weights import ModelBundle
+
+RESULT_FILES = ("heatmap.nii.gz", "candidates.nii.gz", "slices.csv", "report.png", "summary.json")
+SLICES_CSV_COLUMNS = (
+    "slice_index", "tumor_probability", "map_max", "anomaly_max", "candidate_voxels",
+    "peak_i", "peak_j", "peak_k",
+    "peak_lps_x_mm", "peak_lps_y_mm", "peak_lps_z_mm",
+    "peak_ras_x_mm", "peak_ras_y_mm", "peak_ras_z_mm",
+)  # fmt: skip
+OVERALL_CONFIDENCE_DEFINITION = (
+    "maximum over the analyzed slices of the classifier's tumor probability p(tumor | slice, t=0)"
+)
+PEAK_RANKING = (
+    "slices with a non-empty map, ranked by tumor probability, then by raw anomaly maximum; "
+    "peak = heatmap maximum in the slice"
+)
+REPORT_ROWS = 4
+SUMMARY_PEAKS = 5
+
+
+@dataclass(frozen=True)
+class SliceFinding:
+    """What the detector says about one analyzed CT slice.
+
+    Attributes:
+        slice_index: k in the CT array (z, y, x).
+        tumor_probability: max over the slice's tiles of p(tumor | x, t=0).
+        map_max: max of the normalized heatmap in the slice (CT grid).
+        anomaly_max: max of the raw anomaly |x - x_hat| over the slice's tiles (comparable across
+            slices, unlike the per-slice normalized map).
+        candidate_voxels: candidate voxels in the slice.
+        peak_ijk: (i, j, k) voxel of the heatmap maximum, or None where the map is empty.
+        peak_lps: its LPS position in mm, or None.
+        view_index: the slice in the radiological (LPS-ordered) view of the CT array.
+        peak_rc: (row, col) of the peak in that view slice, or None.
+    """
+
+    slice_index: int
+    tumor_probability: float
+    map_max: float
+    anomaly_max: float
+    candidate_voxels: int
+    peak_ijk: tuple[int, int, int] | None
+    peak_lps: tuple[float, float, float] | None
+    view_index: int = 0
+    peak_rc: tuple[int, int] | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        """A ``slices.csv`` row (RAS = LPS with the first two signs flipped)."""
+        ijk = self.peak_ijk or (None, None, None)
+        lps = self.peak_lps or (None, None, None)
+        ras = (None, None, None) if self.peak_lps is None else (-lps[0], -lps[1], lps[2])
+        values = [self.slice_index, round(self.tumor_probability, 6), round(self.map_max, 6),
+                  round(self.anomaly_max, 6), self.candidate_voxels, *ijk,
+                  *(_round(v) for v in lps), *(_round(v) for v in ras)]  # fmt: skip
+        return dict(zip(SLICES_CSV_COLUMNS, values))
+
+    def as_peak(self, rank: int) -> dict[str, Any]:
+        row = self.as_row()
+        return {
+            "rank": rank,
+            "slice_index": self.slice_index,
+            "tumor_probability": row["tumor_probability"],
+            "map_max": row["map_max"],
+            "anomaly_max": row["anomaly_max"],
+            "candidate_voxels": self.candidate_voxels,
+            "peak_voxel_ijk": None if self.peak_ijk is None else list(self.peak_ijk),
+            "peak_lps_mm": None
+            if self.peak_lps is None
+            else [row["peak_lps_x_mm"], row["peak_lps_y_mm"], row["peak_lps_z_mm"]],
+            "peak_ras_mm": None
+            if self.peak_lps is None
+            else [row["peak_ras_x_mm"], row["peak_ras_y_mm"], row["peak_ras_z_mm"]],
+        }
+
+
+@dataclass
+class VolumeDetection:
+    """A detection in the CT's own voxel grid.
+
+    Attributes:
+        heatmap: (z, y, x) float32 normalized map in [0, 1]; 0 outside the analyzed slices.
+        candidates: (z, y, x) bool, ``heatmap >= cfg.threshold``.
+        findings: one per analyzed slice, in slice order.
+        cfg: the settings used.
+        grid: the CT's geometry.
+        canvases, reconstructions, tile_maps: (B, S, S) model inputs, healthy reconstructions and
+            normalized maps on the canvas (the report shows them).
+        tile_valid: (B, S, S) bool canvas supports.
+        reorientation: the CT array -> radiological view (``pancdiff.preprocess.Reorientation``).
+        view_spacing: (row, col) pixel size of the view's slices in mm.
+        tile_slice: (B,) slice index (CT array) of each canvas.
+        tile_probability: (B,) tumor probability of each canvas.
+        evaluations_per_slice: network passes per canvas.
+        device: the torch device it ran on.
+        seconds: wall time per stage.
+    """
+
+    heatmap: np.ndarray
+    candidates: np.ndarray
+    findings: list[SliceFinding]
+    cfg: DetectConfig
+    grid: ImageGrid
+    canvases: np.ndarray
+    reconstructions: np.ndarray
+    tile_maps: np.ndarray
+    tile_valid: np.ndarray
+    reorientation: Any
+    view_spacing: tuple[float, float]
+    tile_slice: np.ndarray
+    tile_probability: np.ndarray
+    evaluations_per_slice: int = 0
+    device: str = "cpu"
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def overall_confidence(self) -> float | None:
+        """See ``OVERALL_CONFIDENCE_DEFINITION``; None when no slice was analyzed."""
+        return max((f.tumor_probability for f in self.findings), default=None)
+
+    def ranked(self) -> list[SliceFinding]:
+        """Strongest findings first (see ``PEAK_RANKING``); slices whose map is empty come last."""
+        return sorted(
+            self.findings, key=lambda f: (f.peak_ijk is None, -f.tumor_probability, -f.anomaly_max, f.slice_index)
+        )
+
+
+def resolve_config(base: DetectConfig, **overrides: Any) -> DetectConfig:
+    """The model's operating point with the user's settings on top (None = keep the model's).
+
+    A noise level given without steps keeps the model's steps where they fit (K <= N), else K = N.
+
+    Raises:
+        InputError: the combination is invalid (from ``DetectConfig``'s own check).
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "noise_level" in given and "steps" not in given:
+        given["steps"] = min(base.steps, given["noise_level"])
+    return dataclasses.replace(base, **given)
+
+
+def detect_volume(
+    ct,
+    mask: np.ndarray,
+    bundle: ModelBundle | Callable[[], ModelBundle],
+    overrides: dict[str, Any] | None = None,
+    reporter: Reporter = QUIET,
+) -> VolumeDetection:
+    """Run the detector on every pancreas slice of a CT and paste the maps back into its grid.
+
+    Args:
+        ct: a ``pancdiff.ctio.CTVolume`` (``array`` (z, y, x) HU, ``image`` with the geometry).
+        mask: (z, y, x) bool pancreas mask on the CT's grid.
+        bundle: the models, or a function returning them (called here, after the caller read the CT
+            and mask, so bad input fails before the slow model load; the model's preprocessing
+            config shapes the slices).
+        overrides: DetectConfig fields given by the user (None values keep the model's defaults).
+        reporter: progress sink.
+
+    Returns:
+        The detection in the CT's grid.
+
+    Raises:
+        InputError: no slice to analyze, or invalid settings.
+    """
+    from .detection import Detector
+    from .preprocess import extract_slices, paste_back
+
+    seconds: dict[str, float] = {}
+    grid = ImageGrid.from_image(ct.image)
+    t0 = time.monotonic()
+    if callable(bundle):
+        bundle = bundle()
+    cfg = resolve_config(bundle.operating_point, **(overrides or {}))
+    seconds["model_load"] = time.monotonic() - t0
+
+    reporter.stage("preprocess", "pancreas slices onto the model's canvas")
+    t0 = time.monotonic()
+    batch = extract_slices(ct, mask, bundle.preprocess)
+    seconds["preprocess"] = time.monotonic() - t0
+
+    n_slices = len(np.unique(batch.slice_index))
+    reporter.stage(
+        "detect",
+        f"{len(batch.canvases)} canvases from {n_slices} slices, S={cfg.scale:g} N={cfg.noise_level} K={cfg.steps}",
+    )
+    t0 = time.monotonic()
+    detector = Detector(bundle, cfg)
+    with _ProgressBridge(reporter, "detect") as bridge:
+        result = detector.detect(batch.canvases, batch.valid, progress=bridge)
+    seconds["detect"] = time.monotonic() - t0
+
+    t0 = time.monotonic()
+    heatmap = paste_back(result.normalized, batch, reduce="max")  # (z, y, x) float32, CT-sized: no copies
+    np.clip(heatmap, 0.0, 1.0, out=heatmap)
+    candidates = heatmap >= cfg.threshold
+    tile_slice = np.asarray(batch.slice_index, dtype=np.int64)
+    findings = _findings(
+        heatmap, candidates, batch.reorientation, np.asarray(batch.lps_index), result.tumor_probability,
+        result.anomaly, grid,
+    )  # fmt: skip
+    seconds["paste_back"] = time.monotonic() - t0
+    return VolumeDetection(
+        heatmap=heatmap,
+        candidates=candidates,
+        findings=findings,
+        cfg=cfg,
+        grid=grid,
+        canvases=np.asarray(batch.canvases),
+        reconstructions=result.reconstruction,
+        tile_maps=result.normalized,
+        tile_valid=np.asarray(batch.valid),
+        reorientation=batch.reorientation,
+        view_spacing=tuple(float(v) for v in batch.spacing_mm),
+        tile_slice=tile_slice,
+        tile_probability=np.asarray(result.tumor_probability, dtype=np.float32),
+        evaluations_per_slice=int(getattr(result, "evaluations_per_slice", 0)),
+        device=str(detector.device),
+        seconds=seconds,
+    )
+
+
+def _findings(
+    heatmap: np.ndarray,
+    candidates: np.ndarray,
+    reorientation,
+    tile_view: np.ndarray,
+    tile_probability: np.ndarray,
+    tile_anomaly: np.ndarray,
+    grid: ImageGrid,
+) -> list[SliceFinding]:
+    """Per analyzed slice: tile maxima, heatmap peak and its position.
+
+    Slices are taken in the radiological view (its axis 0 is the axial axis whatever order the
+    scanner stored the voxels in), and peaks are mapped back to the CT's own voxel index.
+    """
+    heat_view, cand_view = reorientation.apply(heatmap), reorientation.apply(candidates)
+    tile_anomaly_max = np.asarray(tile_anomaly).reshape(len(tile_view), -1).max(axis=1)
+    out = []
+    for z in np.unique(tile_view):
+        tiles = tile_view == z
+        plane = heat_view[z]
+        peak_ijk = peak_lps = peak_rc = None
+        if plane.max() > 0:
+            r, c = np.unravel_index(int(np.argmax(plane)), plane.shape)
+            peak_rc = (int(r), int(c))
+            peak_ijk = _view_to_ijk(reorientation, heatmap.shape, (int(z), int(r), int(c)))
+            peak_lps = tuple(float(v) for v in grid.index_to_lps(np.array(peak_ijk))[0])
+        out.append(
+            SliceFinding(
+                slice_index=int(reorientation.original_slice_index(int(z), heatmap.shape)),
+                tumor_probability=float(np.max(tile_probability[tiles])),
+                map_max=float(plane.max()),
+                anomaly_max=float(np.max(tile_anomaly_max[tiles])),
+                candidate_voxels=int(cand_view[z].sum()),
+                peak_ijk=peak_ijk,
+                peak_lps=peak_lps,
+                view_index=int(z),
+                peak_rc=peak_rc,
+            )
+        )
+    return out
+
+
+def _view_to_ijk(reorientation, shape: tuple[int, ...], zrc: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A voxel of the radiological view -> the CT's ITK index (i, j, k)."""
+    zyx = [0, 0, 0]
+    for view_axis, value in enumerate(zrc):
+        axis = reorientation.axes[view_axis]
+        zyx[axis] = shape[axis] - 1 - value if reorientation.flips[view_axis] else value
+    return int(zyx[2]), int(zyx[1]), int(zyx[0])
+
+
+class _ProgressBridge:
+    """Adapts the Detector's ``progress(done, total)`` callback to a reporter task."""
+
+    def __init__(self, reporter: Reporter, stage: str) -> None:
+        self.reporter, self.stage, self.task = reporter, stage, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.reporter.task(self.stage, total, unit="step")
+        elif total != self.task.total:  # the detector re-batched after running out of GPU memory
+            self.task.set_total(total)
+        if done > self.task.done:
+            self.task.update(done - self.task.done)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.task is not None:
+            self.task.close()
+
+
+def write_results(
+    out_dir: str | Path,
+    ct,
+    mask: np.ndarray,
+    det: VolumeDetection,
+    bundle_info: dict[str, Any],
+    *,
+    markers: list[Marker] | None = None,
+    markers_info: dict[str, Any] | None = None,
+    tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+    hu_window: tuple[float, float] = (-150.0, 250.0),
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the five result files of one CT into ``out_dir``; returns the summary.
+
+    Args:
+        out_dir: an existing (staging) folder.
+        ct: the ``CTVolume`` the detection ran on (its image gives the output geometry).
+        mask: (z, y, x) bool pancreas mask (report zoom and summary).
+        det: the detection.
+        bundle_info: ``model_info(bundle)``.
+        markers: reference points to score against the candidates, or None.
+        markers_info: where the markers came from (file, coordinate system), for the summary.
+        tolerance_mm: hit distance for markers.
+        hu_window: report display window.
+        extra: more summary keys (input description, timing of earlier stages).
+    """
+    from .ctio import write_like
+    from .report import ReportRow, render_report
+
+    out = Path(out_dir)
+    t0 = time.monotonic()
+    write_like(det.heatmap, ct.image, out / "heatmap.nii.gz", np.float32)
+    write_like(det.candidates.astype(np.uint8), ct.image, out / "candidates.nii.gz", np.uint8)
+    with open(out / "slices.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=SLICES_CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(f.as_row() for f in det.findings)
+
+    ranked = det.ranked()
+    rows = []
+    for finding in ranked[:REPORT_ROWS]:
+        tiles = np.flatnonzero(det.tile_slice == finding.slice_index)
+        best = tiles[int(np.argmax(det.tile_probability[tiles]))]
+        rows.append(
+            ReportRow(
+                view_index=finding.view_index,
+                slice_index=finding.slice_index,
+                tumor_probability=finding.tumor_probability,
+                peak_rc=finding.peak_rc,
+                canvas=det.canvases[best],
+                reconstruction=det.reconstructions[best],
+                anomaly=det.tile_maps[best],
+                valid=det.tile_valid[best],
+            )
+        )
+    untrained = bool(bundle_info.get("untrained"))
+    cfg = det.cfg
+    view = det.reorientation.apply
+    render_report(
+        out / "report.png",
+        view(np.asarray(ct.array)),
+        view(det.heatmap),
+        view(det.candidates),
+        det.view_spacing,
+        rows,
+        {f.slice_index: f.tumor_probability for f in det.findings},
+        roi=view(np.asarray(mask, dtype=bool)),
+        hu_window=hu_window,
+        threshold=cfg.threshold,
+        title=f"PancDiff: {Path(str(getattr(ct, 'path', 'CT'))).name}   overall confidence "
+        f"{_fmt(det.overall_confidence)}",
+        subtitle=f"model {bundle_info.get('model_id')}   S={cfg.scale:g}  N={cfg.noise_level}  K={cfg.steps}  "
+        f"threshold={cfg.threshold:g}",
+        warning="UNTRAINED RANDOM WEIGHTS: pipeline test only, the maps mean nothing" if untrained else "",
+    )
+
+    summary: dict[str, Any] = {
+        "pancdiff_version": __version__,
+        "model_id": bundle_info.get("model_id"),
+        **(extra or {}),
+        "model": bundle_info,
+        "settings": to_dict(cfg),
+        "overall_confidence": det.overall_confidence,
+        "overall_confidence_definition": OVERALL_CONFIDENCE_DEFINITION,
+        "analyzed_slices": len(det.findings),
+        "analyzed_tiles": len(det.tile_slice),
+        "evaluations_per_slice": det.evaluations_per_slice,
+        "candidate_voxels": int(det.candidates.sum()),
+        "candidate_volume_ml": round(float(det.candidates.sum()) * float(np.prod(det.grid.spacing)) / 1000.0, 3),
+        "peaks_ranking": PEAK_RANKING,
+        "peaks": [f.as_peak(n) for n, f in enumerate([f for f in ranked if f.peak_ijk][:SUMMARY_PEAKS], start=1)],
+    }
+    if markers is not None:
+        summary["markers"] = {
+            **(markers_info or {}),
+            **score_markers(markers, det.heatmap, det.candidates, det.grid, tolerance_mm),
+        }
+    timing = {**summary.pop("timing_s", {}), **det.seconds, "write": time.monotonic() - t0}
+    summary["timing_s"] = {k: round(v, 3) for k, v in timing.items()}
+    summary["timing_s"]["total"] = round(sum(timing.values()), 3)
+    summary["outputs"] = list(RESULT_FILES)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def model_info(bundle: ModelBundle) -> dict[str, Any]:
+    """What identifies the model in a summary: id, weight hashes, and whether it is untrained."""
+    return {
+        "model_id": bundle.model_id,
+        "sha256": dict(bundle.sha256),
+        "untrained": bundle.model_id.startswith("untrained"),
+    }
+
+
+def describe_ct(ct, mask: np.ndarray, mask_source: str) -> dict[str, Any]:
+    """The input part of a summary: file, geometry, pancreas mask extent."""
+    grid = ImageGrid.from_image(ct.image)
+    ks = np.flatnonzero(mask.any(axis=(1, 2)))
+    return {
+        "input": {
+            "ct": str(getattr(ct, "path", "")),
+            "size_ijk": list(grid.size),
+            "spacing_mm": [round(v, 6) for v in grid.spacing],
+            "origin_lps_mm": [round(v, 6) for v in grid.origin],
+            "direction": [round(v, 6) for v in grid.direction],
+        },
+        "pancreas_mask": {
+            "source": mask_source,
+            "voxels": int(mask.sum()),
+            "volume_ml": round(float(mask.sum()) * float(np.prod(grid.spacing)) / 1000.0, 3),
+            "slices": [int(ks[0]), int(ks[-1])] if len(ks) else None,
+        },
+    }
+
+
+def run_detect(
+    ct_path: str | Path,
+    out_dir: str | Path,
+    bundle: ModelBundle | Callable[[], ModelBundle],
+    *,
+    overrides: dict[str, Any] | None = None,
+    mask_source: str | Path = "totalsegmentator",
+    series_uid: str | None = None,
+    totalseg_fast: bool = True,
+    markers: list[Marker] | None = None,
+    markers_info: dict[str, Any] | None = None,
+    tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+    reporter: Reporter = QUIET,
+) -> dict[str, Any]:
+    """``pancdiff detect`` for one CT: read, mask, detect, write; returns the summary.
+
+    Args:
+        ct_path: NIfTI / NRRD / MHA file or DICOM folder.
+        out_dir: existing (staging) folder for the five result files.
+        bundle: models or a loader (called once the input is known to be good).
+        overrides: DetectConfig fields given by the user.
+        mask_source: "totalsegmentator" or a mask file on the CT's grid (or the same extent).
+        series_uid: which series of a DICOM folder holding several.
+        totalseg_fast: TotalSegmentator's 3 mm model (faster, coarser).
+        markers: reference points to score, or None.
+        markers_info: their origin, for the summary.
+        tolerance_mm: hit distance for markers.
+        reporter: progress sink.
+    """
+    from .ctio import read_ct
+    from .pancreas import pancreas_mask
+
+    timing: dict[str, float] = {}
+    reporter.stage("read", str(ct_path))
+    t0 = time.monotonic()
+    ct = read_ct(ct_path, series_uid=series_uid)
+    timing["read"] = time.monotonic() - t0
+
+    source = "totalsegmentator" if str(mask_source) == "totalsegmentator" else str(mask_source)
+    reporter.stage("pancreas", "TotalSegmentator" if source == "totalsegmentator" else source)
+    t0 = time.monotonic()
+    device = (overrides or {}).get("device") or "auto"
+    mask = pancreas_mask(
+        ct, source if source == "totalsegmentator" else Path(source), fast=totalseg_fast, device=device
+    )
+    timing["pancreas_mask"] = time.monotonic() - t0
+    return detect_ct(ct, mask, out_dir, bundle, source=source, overrides=overrides, markers=markers,
+                     markers_info=markers_info, tolerance_mm=tolerance_mm, reporter=reporter, timing=timing)  # fmt: skip
+
+
+def detect_ct(
+    ct,
+    mask: np.ndarray,
+    out_dir: str | Path,
+    bundle: ModelBundle | Callable[[], ModelBundle],
+    *,
+    source: str,
+    overrides: dict[str, Any] | None = None,
+    markers: list[Marker] | None = None,
+    markers_info: dict[str, Any] | None = None,
+    tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+    reporter: Reporter = QUIET,
+    timing: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``run_detect`` from an already loaded CT and mask (the demo's modified CT goes this way)."""
+    loaded: list[ModelBundle] = []
+
+    def load() -> ModelBundle:
+        loaded.append(bundle() if callable(bundle) else bundle)
+        return loaded[0]
+
+    det = detect_volume(ct, mask, load, overrides, reporter)
+    reporter.stage("write", "results")
+    info = model_info(loaded[0])
+    summary_extra = {**describe_ct(ct, mask, source), **(extra or {}), "timing_s": dict(timing or {})}
+    summary_extra["environment"] = {"python": platform.python_version(), "device": det.device}
+    return write_results(
+        out_dir, ct, mask, det, info,
+        markers=markers, markers_info=markers_info, tolerance_mm=tolerance_mm,
+        hu_window=tuple(loaded[0].preprocess.hu_window), extra=summary_extra,
+    )  # fmt: skip
+
+
+def _round(v: float | None, digits: int = 3) -> float | None:
+    return None if v is None else round(float(v), digits)
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+__all__ = [
+    "RESULT_FILES",
+    "SLICES_CSV_COLUMNS",
+    "SliceFinding",
+    "VolumeDetection",
+    "describe_ct",
+    "detect_ct",
+    "detect_volume",
+    "model_info",
+    "resolve_config",
+    "run_detect",
+    "write_results",
+]
