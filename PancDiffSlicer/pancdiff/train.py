@@ -303,11 +303,13 @@ def _validate(kind: Kind, model: nn.Module, val: dict, alpha_bar: torch.Tensor) 
                 out["auroc_inserted_t0"] = auroc(labels, classifier_probabilities(model, both, 0))
             return out
         gen = torch.Generator().manual_seed(0)
+        torch.set_grad_enabled(False)
         x = torch.from_numpy(val["x"][:256])[:, None].to(alpha_bar.device)
         losses = [float(diffusion_loss(model, x, alpha_bar, generator=gen if x.device.type == "cpu" else None))
                   for _ in range(2)]
         return {"val_loss": float(np.mean(losses))}
     finally:
+        torch.set_grad_enabled(True)
         model.train()
 
 
@@ -338,6 +340,7 @@ def _save_checkpoint(ckpt: Path, model, ema, opt, step: int, rng: np.random.Gene
     flat = {f"{idx}.{name}": value.detach().cpu().contiguous().reshape(value.shape)
             for idx, entries in state["state"].items() for name, value in entries.items()
             if torch.is_tensor(value)}
+    flat["__torch_rng__"] = torch.get_rng_state()
     tmp = ckpt / "optim.safetensors.tmp"
     save_file(flat, str(tmp))
     os.replace(tmp, ckpt / "optim.safetensors")
@@ -351,6 +354,7 @@ def _load_checkpoint(ckpt: Path, model, ema, opt, rng: np.random.Generator) -> t
     model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
     ema.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
     flat = load_file(str(ckpt / "optim.safetensors"))
+    torch.set_rng_state(flat.pop("__torch_rng__"))
     state: dict[int, dict] = {}
     for key, value in flat.items():
         idx, name = key.split(".", 1)

@@ -1,0 +1,47 @@
+"""Model bundles: safetensors only, verified SHA-256, exact round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pancdiff.errors import WeightsError
+from pancdiff.weights import CARD_FILE, UNET_FILE, init_bundle, load_bundle, save_bundle
+
+
+def test_round_trip_gives_the_same_networks(tmp_path):
+    bundle = init_bundle(seed=3)
+    save_bundle(bundle, tmp_path)
+    loaded = load_bundle(tmp_path)
+    x, t = torch.rand(2, 1, 64, 64), torch.tensor([0, 500])
+    with torch.no_grad():
+        assert torch.equal(bundle.unet(x, t), loaded.unet(x, t))
+        assert torch.equal(bundle.classifier(x, t), loaded.classifier(x, t))
+    assert loaded.model_id == bundle.model_id and loaded.network == bundle.network
+
+
+def test_a_changed_weight_file_is_refused(tmp_path):
+    save_bundle(init_bundle(), tmp_path)
+    data = bytearray((tmp_path / UNET_FILE).read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / UNET_FILE).write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="SHA-256"):
+        load_bundle(tmp_path)
+
+
+def test_missing_bundle_says_what_to_do(tmp_path):
+    with pytest.raises(WeightsError, match="model.json"):
+        load_bundle(tmp_path)
+
+
+def test_weights_are_not_pickles(tmp_path):
+    save_bundle(init_bundle(), tmp_path)
+    header_len = int.from_bytes((tmp_path / UNET_FILE).read_bytes()[:8], "little")
+    header = json.loads((tmp_path / UNET_FILE).read_bytes()[8 : 8 + header_len])
+    assert all("dtype" in v for k, v in header.items() if k != "__metadata__")
+    card = json.loads((tmp_path / CARD_FILE).read_text())
+    assert set(card["sha256"]) == {"unet.safetensors", "classifier.safetensors"}
+    assert np.isfinite(card["schedule"]["beta_end"])
