@@ -6,13 +6,17 @@ import csv
 from pathlib import Path
 
 import numpy as np
+from pancdiff.config import NetworkConfig
 from PIL import Image
 
-from pancdiff.config import NetworkConfig
-
 TINY_NETWORK = NetworkConfig(
-    image_size=64, channels=(8, 16, 16), attention_levels=(False, False, False), norm_num_groups=4,
-    num_head_channels=8, classifier_channels=(8, 16, 16), classifier_attention_levels=(False, False, False),
+    image_size=64,
+    channels=(8, 16, 16),
+    attention_levels=(False, False, False),
+    norm_num_groups=4,
+    num_head_channels=8,
+    classifier_channels=(8, 16, 16),
+    classifier_attention_levels=(False, False, False),
 )
 
 
@@ -25,7 +29,11 @@ def write_slice_folder(root: Path, cases_per_class: int = 4, slices_per_case: in
         for c in range(cases_per_class):
             case = f"{'tumor' if label else 'healthy'}_{c:03d}"
             for k in range(slices_per_case):
-                h, w = (rng.integers(45, 56), rng.integers(55, 70)) if label else (rng.integers(65, 80), rng.integers(90, 115))
+                h, w = (
+                    (rng.integers(45, 56), rng.integers(55, 70))
+                    if label
+                    else (rng.integers(65, 80), rng.integers(90, 115))
+                )
                 img = np.clip(0.45 + 0.05 * rng.standard_normal((h, w)), 0, 1)
                 if label:
                     yy, xx = np.mgrid[:h, :w]

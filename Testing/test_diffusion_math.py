@@ -10,8 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from pancdiff.config import DetectConfig
 from pancdiff.detection import Detector, evaluations_per_slice
 from pancdiff.diffusion import (
@@ -24,6 +22,7 @@ from pancdiff.diffusion import (
 )
 from pancdiff.networks import HEALTHY, TUMOR
 from pancdiff.weights import ModelBundle, init_bundle
+from torch import nn
 
 MU, SIGMA = 0.4, 0.15
 
@@ -87,8 +86,9 @@ def test_one_ddim_decoding_and_encoding_step_match_numpy_eqs_13_14():
     # eq. 14: x_{t+1} = x_t + sqrt(a_{t+1}) [ (sqrt(1/a_t) - sqrt(1/a_{t+1})) x_t
     #                                         + (sqrt(1/a_{t+1} - 1) - sqrt(1/a_t - 1)) eps ]
     a0, a1 = ab[t_prev], ab[t]
-    want_enc = x_t + np.sqrt(a1) * ((np.sqrt(1 / a0) - np.sqrt(1 / a1)) * x_t
-                                    + (np.sqrt(1 / a1 - 1) - np.sqrt(1 / a0 - 1)) * eps)
+    want_enc = x_t + np.sqrt(a1) * (
+        (np.sqrt(1 / a0) - np.sqrt(1 / a1)) * x_t + (np.sqrt(1 / a1 - 1) - np.sqrt(1 / a0 - 1)) * eps
+    )
     tensor = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
     got_dec = ddim_move(tensor(x_t), tensor(eps), tensor(ab[t]), tensor(ab[t_prev])).numpy()
     got_enc = ddim_move(tensor(x_t), tensor(eps), tensor(a0), tensor(a1)).numpy()
@@ -102,8 +102,10 @@ def test_one_guided_step_matches_numpy_algorithm_1():
     x_t, eps, grad = (rng.normal(size=(1, 1, 3, 3)) for _ in range(3))
     t, t_prev, scale = 300, 280, 7.0
     eps_prime = eps - scale * np.sqrt(1 - ab[t]) * grad  # line 7
-    want = np.sqrt(ab[t_prev]) * (x_t - np.sqrt(1 - ab[t]) * eps_prime) / np.sqrt(ab[t]) \
-        + np.sqrt(1 - ab[t_prev]) * eps_prime  # line 8
+    want = (
+        np.sqrt(ab[t_prev]) * (x_t - np.sqrt(1 - ab[t]) * eps_prime) / np.sqrt(ab[t])
+        + np.sqrt(1 - ab[t_prev]) * eps_prime
+    )  # line 8
     a_t, a_prev = torch.tensor(ab[t]), torch.tensor(ab[t_prev])
     got = ddim_move(torch.tensor(x_t), guided_eps(torch.tensor(eps), torch.tensor(grad), a_t, scale), a_t, a_prev)
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)

@@ -6,7 +6,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from engine_support import write_slice_folder
 from pancdiff.benchmark import run_benchmark
 from pancdiff.config import DetectConfig

@@ -7,8 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file
-
 from engine_support import TINY_NETWORK, write_slice_folder
 from pancdiff.config import PreprocessConfig
 from pancdiff.crop_samples import NO_AUGMENT, AugmentConfig, CropSampler
@@ -16,9 +14,19 @@ from pancdiff.datasets.slice_folder import load_slice_image, read_manifest
 from pancdiff.errors import InputError
 from pancdiff.metrics import auroc
 from pancdiff.train import TrainConfig, config_from_json, train
+from safetensors.torch import load_file
 
-TINY = TrainConfig(iterations=4, batch_size=4, checkpoint_every=2, validate_every=4, warmup=1, network=TINY_NETWORK,
-                   threads=1, lesion_fraction=0.5, val_fraction=0.25)
+TINY = TrainConfig(
+    iterations=4,
+    batch_size=4,
+    checkpoint_every=2,
+    validate_every=4,
+    warmup=1,
+    network=TINY_NETWORK,
+    threads=1,
+    lesion_fraction=0.5,
+    val_fraction=0.25,
+)
 
 
 @pytest.fixture(scope="module")

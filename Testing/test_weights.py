@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from pancdiff.errors import WeightsError
 from pancdiff.weights import CARD_FILE, UNET_FILE, init_bundle, load_bundle, save_bundle
 

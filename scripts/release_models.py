@@ -11,17 +11,15 @@ chosen on the figures that are reported.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-
 from pancdiff import __version__
-from pancdiff.config import DetectConfig, from_dict, to_dict
+from pancdiff.config import DetectConfig
+from pancdiff.datasets.slice_folder import read_manifest
 from pancdiff.evaluate import (
     build_eval_set,
     choose_operating_point,
@@ -31,7 +29,6 @@ from pancdiff.evaluate import (
 )
 from pancdiff.networks import NoisyClassifier, build_unet
 from pancdiff.progress import Reporter
-from pancdiff.datasets.slice_folder import read_manifest
 from pancdiff.train import TrainConfig, config_from_json
 from pancdiff.weights import ModelBundle, _load_into, save_bundle
 
@@ -81,8 +78,15 @@ def main() -> None:
     _load_into(unet, args.diffusion / "diffusion.safetensors")
     _load_into(classifier, args.classifier / "classifier.safetensors")
     model_id = args.model_id or f"pancdiff-tc64-{time.strftime('%Y%m%d')}"
-    bundle = ModelBundle(unet.eval(), classifier.eval(), d_cfg.network, d_cfg.schedule, d_cfg.preprocess,
-                         DetectConfig(steps=args.steps), model_id)
+    bundle = ModelBundle(
+        unet.eval(),
+        classifier.eval(),
+        d_cfg.network,
+        d_cfg.schedule,
+        d_cfg.preprocess,
+        DetectConfig(steps=args.steps),
+        model_id,
+    )
 
     tune_cases, test_cases = halves(split["val_cases"])
     spacing = d_cfg.assumed_spacing_mm
@@ -93,8 +97,11 @@ def main() -> None:
     chosen, tune_rows = choose_operating_point(bundle, tune, scales, noises, args.steps, args.max_fp, reporter)
     bundle.operating_point = chosen
 
-    reporter.stage("test", f"{len(test_cases)} test cases at S={chosen.scale} N={chosen.noise_level} "
-                   f"K={chosen.steps} threshold={chosen.threshold}")
+    reporter.stage(
+        "test",
+        f"{len(test_cases)} test cases at S={chosen.scale} N={chosen.noise_level} "
+        f"K={chosen.steps} threshold={chosen.threshold}",
+    )
     test = build_eval_set(args.data, bundle, set(test_cases), spacing, seed=22)
     results = evaluate(bundle, test, chosen, reporter)
     results["split_half"] = "test half of the validation cases (operating point chosen on the other half)"
@@ -103,7 +110,7 @@ def main() -> None:
         "name": "PancDiff bundled models",
         "pancdiff_version": __version__,
         "intended_use": "Research on weakly supervised pancreatic tumor detection. Not for diagnosis, "
-                        "not a medical device.",
+        "not a medical device.",
         "data": {
             "name": "pancreas-tc (MiniGPT-Pancreas TC slices, commit f3da4f3)",
             "tumor": "MSD Task07 Pancreas (MSKCC), slices with large tumor extent",
@@ -126,8 +133,14 @@ def main() -> None:
     }
     out = save_bundle(bundle, args.out, card)
     args.out.joinpath("MODEL_CARD.md").write_text(card_markdown(json.loads((out / "model.json").read_text())))
-    grid_figure(bundle, test, (0.0, chosen.scale, 2 * chosen.scale), tuple(sorted({chosen.noise_level // 2,
-                chosen.noise_level})), chosen.steps, args.out / "validation_grid.png")
+    grid_figure(
+        bundle,
+        test,
+        (0.0, chosen.scale, 2 * chosen.scale),
+        tuple(sorted({chosen.noise_level // 2, chosen.noise_level})),
+        chosen.steps,
+        args.out / "validation_grid.png",
+    )
     print(results_markdown(results))
 
 

@@ -22,11 +22,18 @@ from .progress import QUIET, Reporter
 from .weights import ModelBundle
 
 
-def timed_detect(bundle: ModelBundle, cfg: DetectConfig, x: np.ndarray, valid: np.ndarray,
-                 reporter: Reporter = QUIET, label: str = "") -> tuple[np.ndarray, float, int]:
+def timed_detect(
+    bundle: ModelBundle,
+    cfg: DetectConfig,
+    x: np.ndarray,
+    valid: np.ndarray,
+    reporter: Reporter = QUIET,
+    label: str = "",
+) -> tuple[np.ndarray, float, int]:
     """(normalized maps, wall seconds, network passes per slice) for one setting."""
     detector = Detector(bundle, cfg)
     with reporter.task(label or f"K={cfg.steps}", 1, unit="step") as task:
+
         def progress(done: int, total: int) -> None:
             if task.total != total:
                 task.set_total(total)
@@ -46,8 +53,15 @@ def compare_maps(reference: np.ndarray, fast: np.ndarray, valid: np.ndarray, thr
     }
 
 
-def run_benchmark(bundle: ModelBundle, x: np.ndarray, valid: np.ndarray, fast: DetectConfig,
-                  sweep: tuple[int, ...] = (), reporter: Reporter = QUIET, slices_source: str = "") -> dict:
+def run_benchmark(
+    bundle: ModelBundle,
+    x: np.ndarray,
+    valid: np.ndarray,
+    fast: DetectConfig,
+    sweep: tuple[int, ...] = (),
+    reporter: Reporter = QUIET,
+    slices_source: str = "",
+) -> dict:
     """Time the paper-exact (K = N) and the fast run on the same slices; compare their maps."""
     reference = dataclasses.replace(fast, steps=fast.noise_level)
     ref_maps, ref_s, ref_evals = timed_detect(bundle, reference, x, valid, reporter, f"paper-exact K={reference.steps}")
@@ -60,8 +74,13 @@ def run_benchmark(bundle: ModelBundle, x: np.ndarray, valid: np.ndarray, fast: D
         "model_id": bundle.model_id,
         "slices": n,
         "slices_source": slices_source,
-        "settings": {"scale": fast.scale, "noise_level": fast.noise_level, "threshold": fast.threshold,
-                     "steps_reference": reference.steps, "steps_fast": fast.steps},
+        "settings": {
+            "scale": fast.scale,
+            "noise_level": fast.noise_level,
+            "threshold": fast.threshold,
+            "steps_reference": reference.steps,
+            "steps_fast": fast.steps,
+        },
         "evals_per_slice_reference": ref_evals,
         "evals_per_slice_fast": fast_evals,
         "speedup_evals": ref_evals / fast_evals,
@@ -75,8 +94,14 @@ def run_benchmark(bundle: ModelBundle, x: np.ndarray, valid: np.ndarray, fast: D
         for steps in sweep:
             cfg = dataclasses.replace(fast, steps=min(steps, fast.noise_level))
             maps, seconds, evals = timed_detect(bundle, cfg, x, valid, reporter, f"sweep K={cfg.steps}")
-            rows.append({"steps": cfg.steps, "evals_per_slice": evals, "seconds_per_slice": seconds / n,
-                         **compare_maps(ref_maps, maps, valid, fast.threshold)})
+            rows.append(
+                {
+                    "steps": cfg.steps,
+                    "evals_per_slice": evals,
+                    "seconds_per_slice": seconds / n,
+                    **compare_maps(ref_maps, maps, valid, fast.threshold),
+                }
+            )
         result["sweep"] = rows
     return result
 
@@ -94,16 +119,19 @@ def table(result: dict) -> str:
         f"map agreement: Pearson r = {result['map_pearson']:.3f}, Dice = {result['map_dice']:.3f}",
     ]
     for row in result.get("sweep", []):
-        lines.append(f"  K={row['steps']:<4} passes {row['evals_per_slice']:>4}  s/slice {row['seconds_per_slice']:.3f}  "
-                     f"r {row['map_pearson']:.3f}  Dice {row['map_dice']:.3f}")
+        lines.append(
+            f"  K={row['steps']:<4} passes {row['evals_per_slice']:>4}  s/slice {row['seconds_per_slice']:.3f}  "
+            f"r {row['map_pearson']:.3f}  Dice {row['map_dice']:.3f}"
+        )
     return "\n".join(lines)
 
 
 def write_benchmark(result: dict, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "benchmark.json"
-    path.write_text(json.dumps({**result, "python": platform.python_version(), "torch": torch.__version__},
-                               indent=2) + "\n")
+    path.write_text(
+        json.dumps({**result, "python": platform.python_version(), "torch": torch.__version__}, indent=2) + "\n"
+    )
     return path
 
 

@@ -70,7 +70,9 @@ class CropSampler:
     def __len__(self) -> int:
         return len(self.images)
 
-    def sample(self, i: int, rng: np.random.Generator, aug: AugmentConfig = NO_AUGMENT) -> tuple[np.ndarray, np.ndarray]:
+    def sample(
+        self, i: int, rng: np.random.Generator, aug: AugmentConfig = NO_AUGMENT
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Canvas and support of crop ``i``: ((S, S) float32 in [0, 1], (S, S) bool)."""
         canvas, valid, _ = self.sample_masked(i, rng, aug)
         return canvas, valid

@@ -109,7 +109,9 @@ class Detector:
         return ddim_decode(x_n, eps, self.grid, self.alpha_bar, grad, self.cfg.scale)
 
     # -- the whole detection ---------------------------------------------------------------------
-    def detect(self, x: np.ndarray, valid: np.ndarray | None = None, progress: Progress | None = None) -> DetectionResult:
+    def detect(
+        self, x: np.ndarray, valid: np.ndarray | None = None, progress: Progress | None = None
+    ) -> DetectionResult:
         """Detect anomalies in canvases ``x`` (B, S, S) in [0, 1]; ``valid`` (B, S, S) bool support."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 3:

@@ -66,8 +66,10 @@ def build_eval_set(
     """Slices of ``cases`` (all if None) as model canvases, with masks or simulated lesions."""
     root = Path(data_dir)
     if not (root / "manifest.csv").is_file():
-        raise InputError(f"{root}: evaluation reads the slice-folder format (manifest.csv); convert MSD with "
-                         "pancdiff.datasets.msd first")
+        raise InputError(
+            f"{root}: evaluation reads the slice-folder format (manifest.csv); convert MSD with "
+            "pancdiff.datasets.msd first"
+        )
     records = [r for r in read_manifest(root) if cases is None or r.case in cases]
     if not records:
         raise InputError(f"{root}: no slices for the requested cases")
@@ -100,8 +102,14 @@ def build_eval_set(
             raise InputError(f"{root}: no tumor masks and no healthy slices to insert lesions into")
         lesion = (np.stack(lx), np.stack(lv), np.stack(lm), np.stack(lc), "simulated lesions in healthy slices")
     return EvalSet(
-        x=x, valid=valid, y=y, cases=[r.case for r in records],
-        lesion_x=lesion[0], lesion_valid=lesion[1], lesion_mask=lesion[2], lesion_clean=lesion[3],
+        x=x,
+        valid=valid,
+        y=y,
+        cases=[r.case for r in records],
+        lesion_x=lesion[0],
+        lesion_valid=lesion[1],
+        lesion_mask=lesion[2],
+        lesion_clean=lesion[3],
         mask_source=lesion[4],
         crop_area=np.array([im.size for im in images], dtype=float),
         crop_mean=np.array([im.mean() for im in images]),
@@ -162,11 +170,18 @@ def low_attenuation_map(x: np.ndarray, valid: np.ndarray, sigma_px: float = 1.0)
     return np.where(valid, normalize_per_slice(np.stack(maps), sigma_px), 0.0)
 
 
-def run_maps(bundle: ModelBundle, cfg: DetectConfig, x: np.ndarray, valid: np.ndarray,
-             reporter: Reporter = QUIET, label: str = "") -> np.ndarray:
+def run_maps(
+    bundle: ModelBundle,
+    cfg: DetectConfig,
+    x: np.ndarray,
+    valid: np.ndarray,
+    reporter: Reporter = QUIET,
+    label: str = "",
+) -> np.ndarray:
     """Normalized anomaly maps of canvases under one setting, with a progress bar."""
     detector = Detector(bundle, cfg)
     with reporter.task(f"detect {label}".strip(), 1, unit="step") as task:
+
         def progress(done: int, total: int) -> None:
             if task.total != total:
                 task.set_total(total)
@@ -178,46 +193,65 @@ def run_maps(bundle: ModelBundle, cfg: DetectConfig, x: np.ndarray, valid: np.nd
 def score_setting(bundle: ModelBundle, cfg: DetectConfig, data: EvalSet, reporter: Reporter = QUIET) -> dict:
     """Localization on lesion slices and false positives on healthy slices for one (S, N, K)."""
     healthy = data.y == 0
-    lesion_maps = run_maps(bundle, cfg, data.lesion_x, data.lesion_valid, reporter, f"S={cfg.scale} N={cfg.noise_level}")
+    lesion_maps = run_maps(
+        bundle, cfg, data.lesion_x, data.lesion_valid, reporter, f"S={cfg.scale} N={cfg.noise_level}"
+    )
     healthy_maps = run_maps(bundle, cfg, data.x[healthy], data.valid[healthy], reporter, "healthy")
     return {
         "segmentation": segmentation_metrics(lesion_maps, data.lesion_mask, data.lesion_valid, cfg.threshold),
-        "healthy": {"fp_fraction": fp_fraction(healthy_maps, data.valid[healthy], cfg.threshold),
-                    "n_slices": int(healthy.sum())},
+        "healthy": {
+            "fp_fraction": fp_fraction(healthy_maps, data.valid[healthy], cfg.threshold),
+            "n_slices": int(healthy.sum()),
+        },
         "_maps": (lesion_maps, healthy_maps),
     }
 
 
-def choose_operating_point(bundle: ModelBundle, data: EvalSet, scales, noises, steps: int,
-                           max_fp: float = 0.02, reporter: Reporter = QUIET) -> tuple[DetectConfig, list[dict]]:
+def choose_operating_point(
+    bundle: ModelBundle, data: EvalSet, scales, noises, steps: int, max_fp: float = 0.02, reporter: Reporter = QUIET
+) -> tuple[DetectConfig, list[dict]]:
     """Best mean Dice over (S, N, threshold) with healthy FP fraction <= ``max_fp`` (else best Dice)."""
     healthy = data.y == 0
     rows = []
     for scale in scales:
         for noise in noises:
-            cfg = dataclasses.replace(bundle.operating_point, scale=float(scale), noise_level=int(noise),
-                                      steps=min(steps, int(noise)))
+            cfg = dataclasses.replace(
+                bundle.operating_point, scale=float(scale), noise_level=int(noise), steps=min(steps, int(noise))
+            )
             scored = score_setting(bundle, cfg, data, reporter)
             lesion_maps, healthy_maps = scored["_maps"]
             for t in THRESHOLDS:
-                rows.append({
-                    "scale": float(scale), "noise_level": int(noise), "steps": cfg.steps, "threshold": float(t),
-                    "dice": float(np.mean([dice(m >= t, g) for m, g in zip(lesion_maps, data.lesion_mask)])),
-                    "fp_fraction": fp_fraction(healthy_maps, data.valid[healthy], t),
-                    "auprc": scored["segmentation"]["auprc"],
-                })
+                rows.append(
+                    {
+                        "scale": float(scale),
+                        "noise_level": int(noise),
+                        "steps": cfg.steps,
+                        "threshold": float(t),
+                        "dice": float(np.mean([dice(m >= t, g) for m, g in zip(lesion_maps, data.lesion_mask)])),
+                        "fp_fraction": fp_fraction(healthy_maps, data.valid[healthy], t),
+                        "auprc": scored["segmentation"]["auprc"],
+                    }
+                )
     allowed = [r for r in rows if r["fp_fraction"] <= max_fp] or rows
     best = max(allowed, key=lambda r: r["dice"])
-    chosen = dataclasses.replace(bundle.operating_point, scale=best["scale"], noise_level=best["noise_level"],
-                                 steps=best["steps"], threshold=best["threshold"])
+    chosen = dataclasses.replace(
+        bundle.operating_point,
+        scale=best["scale"],
+        noise_level=best["noise_level"],
+        steps=best["steps"],
+        threshold=best["threshold"],
+    )
     return chosen, rows
 
 
-def evaluate(bundle: ModelBundle, data: EvalSet, cfg: DetectConfig, reporter: Reporter = QUIET,
-             grid: tuple = ((), (), ())) -> dict:
+def evaluate(
+    bundle: ModelBundle, data: EvalSet, cfg: DetectConfig, reporter: Reporter = QUIET, grid: tuple = ((), (), ())
+) -> dict:
     """All figures of ``results.json`` at one operating point, plus an optional (S, N, threshold) grid."""
     results: dict = {
-        "operating_point": {k: v for k, v in to_dict(cfg).items() if k in ("scale", "noise_level", "steps", "threshold")},
+        "operating_point": {
+            k: v for k, v in to_dict(cfg).items() if k in ("scale", "noise_level", "steps", "threshold")
+        },
         "model_id": bundle.model_id,
         "slices": int(len(data.y)),
         "cases": int(len(set(data.cases))),
@@ -244,16 +278,27 @@ def evaluate(bundle: ModelBundle, data: EvalSet, cfg: DetectConfig, reporter: Re
         rows = []
         for scale in scales:
             for noise in noises:
-                setting = dataclasses.replace(cfg, scale=float(scale), noise_level=int(noise),
-                                              steps=min(cfg.steps, int(noise)))
+                setting = dataclasses.replace(
+                    cfg, scale=float(scale), noise_level=int(noise), steps=min(cfg.steps, int(noise))
+                )
                 s = score_setting(bundle, setting, data, reporter)
                 lesion_maps, healthy_maps = s["_maps"]
                 for t in thresholds or (cfg.threshold,):
-                    rows.append({"scale": float(scale), "noise_level": int(noise), "threshold": float(t),
-                                 **{k: v for k, v in segmentation_metrics(lesion_maps, data.lesion_mask,
-                                                                          data.lesion_valid, t).items()
-                                    if k in ("dice", "auprc")},
-                                 "fp_fraction": fp_fraction(healthy_maps, data.valid[healthy], t)})
+                    rows.append(
+                        {
+                            "scale": float(scale),
+                            "noise_level": int(noise),
+                            "threshold": float(t),
+                            **{
+                                k: v
+                                for k, v in segmentation_metrics(
+                                    lesion_maps, data.lesion_mask, data.lesion_valid, t
+                                ).items()
+                                if k in ("dice", "auprc")
+                            },
+                            "fp_fraction": fp_fraction(healthy_maps, data.valid[healthy], t),
+                        }
+                    )
         results["grid"] = rows
     return results
 
@@ -291,14 +336,22 @@ def results_markdown(r: dict) -> str:
         f"| PancDiff (guided, S = {op['scale']}) | {fmt(seg['dice'])} | {fmt(seg['auprc'])} | "
         f"{fmt(seg['dice_best_threshold'])} | {fmt(h['fp_fraction'])} |",
     ]
-    for name, label in (("no_guidance", "S = 0 (plain reconstruction)"), ("low_attenuation", "low-attenuation threshold")):
+    for name, label in (
+        ("no_guidance", "S = 0 (plain reconstruction)"),
+        ("low_attenuation", "low-attenuation threshold"),
+    ):
         b = r["baselines"][name]
-        lines.append(f"| {label} | {fmt(b['dice'])} | {fmt(b['auprc'])} | {fmt(b['dice_best_threshold'])} | "
-                     f"{fmt(b['fp_fraction'])} |")
+        lines.append(
+            f"| {label} | {fmt(b['dice'])} | {fmt(b['auprc'])} | {fmt(b['dice_best_threshold'])} | "
+            f"{fmt(b['fp_fraction'])} |"
+        )
     if r.get("grid"):
         lines += ["", "| S | N | threshold | Dice | AUPRC | healthy FP |", "|---|---|---|---|---|---|"]
-        lines += [f"| {g['scale']} | {g['noise_level']} | {g['threshold']} | {fmt(g['dice'])} | {fmt(g['auprc'])} | "
-                  f"{fmt(g['fp_fraction'])} |" for g in r["grid"]]
+        lines += [
+            f"| {g['scale']} | {g['noise_level']} | {g['threshold']} | {fmt(g['dice'])} | {fmt(g['auprc'])} | "
+            f"{fmt(g['fp_fraction'])} |"
+            for g in r["grid"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -312,8 +365,9 @@ def grid_figure(bundle: ModelBundle, data: EvalSet, scales, noises, steps: int, 
     pick = np.linspace(0, len(data.lesion_x) - 1, min(n_slices, len(data.lesion_x))).astype(int)
     x, v, m = data.lesion_x[pick], data.lesion_valid[pick], data.lesion_mask[pick]
     settings = [(s, n) for n in noises for s in scales]
-    fig, axes = plt.subplots(len(pick), len(settings) + 2, figsize=(1.6 * (len(settings) + 2), 1.7 * len(pick)),
-                             squeeze=False, dpi=110)
+    fig, axes = plt.subplots(
+        len(pick), len(settings) + 2, figsize=(1.6 * (len(settings) + 2), 1.7 * len(pick)), squeeze=False, dpi=110
+    )
     for j, (s, n) in enumerate(settings):
         cfg = dataclasses.replace(bundle.operating_point, scale=float(s), noise_level=int(n), steps=min(steps, int(n)))
         maps = Detector(bundle, cfg).detect(x, v).normalized

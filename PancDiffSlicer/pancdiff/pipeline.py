@@ -510,7 +510,8 @@ def run_detect(
     )
     timing["pancreas_mask"] = time.monotonic() - t0
     return detect_ct(ct, mask, out_dir, bundle, source=source, overrides=overrides, markers=markers,
-                     markers_info=markers_info, tolerance_mm=tolerance_mm, reporter=reporter, timing=timing)  # fmt: skip
+                     markers_info=markers_info, tolerance_mm=tolerance_mm, reporter=reporter,
+                     timing=timing)  # fmt: skip
 
 
 def detect_ct(

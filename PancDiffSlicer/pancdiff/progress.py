@@ -36,8 +36,13 @@ class Task:
             elapsed = time.monotonic() - self._start
             eta = elapsed / self.done * (self.total - self.done) if self.done else None
             self._reporter.event(
-                "progress", stage=self.stage, done=self.done, total=self.total,
-                elapsed_s=round(elapsed, 2), eta_s=None if eta is None else round(eta, 2), **postfix,
+                "progress",
+                stage=self.stage,
+                done=self.done,
+                total=self.total,
+                elapsed_s=round(elapsed, 2),
+                eta_s=None if eta is None else round(eta, 2),
+                **postfix,
             )
 
     def set_total(self, total: int) -> None:

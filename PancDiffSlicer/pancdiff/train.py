@@ -79,8 +79,11 @@ def config_from_json(path: str | Path | None, **overrides) -> TrainConfig:
     data = json.loads(Path(path).read_text()) if path else {}
     data.update({k: v for k, v in overrides.items() if v is not None})
     nested = {
-        "augment": AugmentConfig, "network": NetworkConfig, "preprocess": PreprocessConfig,
-        "schedule": ScheduleConfig, "lesions": LesionConfig,
+        "augment": AugmentConfig,
+        "network": NetworkConfig,
+        "preprocess": PreprocessConfig,
+        "schedule": ScheduleConfig,
+        "lesions": LesionConfig,
     }
     kwargs = {}
     for key, value in data.items():
@@ -192,8 +195,12 @@ def validation_canvases(
             les_m.append(inserted[1])
             clean.append(x)
             clean_valid.append(v)
-        out.update(lesion_x=np.stack(les_x), lesion_mask=np.stack(les_m), lesion_clean=np.stack(clean),
-                   lesion_valid=np.stack(clean_valid))
+        out.update(
+            lesion_x=np.stack(les_x),
+            lesion_mask=np.stack(les_m),
+            lesion_clean=np.stack(clean),
+            lesion_valid=np.stack(clean_valid),
+        )
     return out
 
 
@@ -209,8 +216,15 @@ def classifier_probabilities(classifier: nn.Module, x: np.ndarray, t: int = 0, b
     return np.concatenate(probs) if probs else np.zeros(0)
 
 
-def train(kind: Kind, data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(),
-          resume: bool = False, reporter: Reporter = QUIET, device: str = "auto") -> Path:
+def train(
+    kind: Kind,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    cfg: TrainConfig = TrainConfig(),
+    resume: bool = False,
+    reporter: Reporter = QUIET,
+    device: str = "auto",
+) -> Path:
     """Train one network; returns the path of the shipped (EMA) weights.
 
     Writes into ``out_dir``: ``<kind>.safetensors`` (EMA weights), ``train_config.json``,
@@ -229,8 +243,10 @@ def train(kind: Kind, data_dir: str | Path, out_dir: str | Path, cfg: TrainConfi
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps({"kind": kind, **to_dict(cfg)}, indent=2) + "\n")
-        (out / "split.json").write_text(json.dumps(
-            {"train_cases": data.train_cases, "val_cases": data.val_cases, "seed": cfg.split_seed}, indent=2) + "\n")
+        (out / "split.json").write_text(
+            json.dumps({"train_cases": data.train_cases, "val_cases": data.val_cases, "seed": cfg.split_seed}, indent=2)
+            + "\n"
+        )
 
     torch.manual_seed(cfg.seed + rank)
     model = (build_unet(cfg.network) if kind == "diffusion" else NoisyClassifier(cfg.network)).to(dev)
@@ -295,8 +311,10 @@ def _validate(kind: Kind, model: nn.Module, val: dict, alpha_bar: torch.Tensor) 
     model.eval()
     try:
         if kind == "classifier":
-            out = {"auroc_t0": auroc(val["y"], classifier_probabilities(model, val["x"], 0)),
-                   "auroc_t100": auroc(val["y"], classifier_probabilities(model, val["x"], 100))}
+            out = {
+                "auroc_t0": auroc(val["y"], classifier_probabilities(model, val["x"], 0)),
+                "auroc_t100": auroc(val["y"], classifier_probabilities(model, val["x"], 100)),
+            }
             if "lesion_x" in val:
                 both = np.concatenate([val["lesion_clean"], val["lesion_x"]])
                 labels = np.r_[np.zeros(len(val["lesion_x"])), np.ones(len(val["lesion_x"]))]
@@ -305,8 +323,10 @@ def _validate(kind: Kind, model: nn.Module, val: dict, alpha_bar: torch.Tensor) 
         gen = torch.Generator().manual_seed(0)
         torch.set_grad_enabled(False)
         x = torch.from_numpy(val["x"][:256])[:, None].to(alpha_bar.device)
-        losses = [float(diffusion_loss(model, x, alpha_bar, generator=gen if x.device.type == "cpu" else None))
-                  for _ in range(2)]
+        losses = [
+            float(diffusion_loss(model, x, alpha_bar, generator=gen if x.device.type == "cpu" else None))
+            for _ in range(2)
+        ]
         return {"val_loss": float(np.mean(losses))}
     finally:
         torch.set_grad_enabled(True)
@@ -337,9 +357,12 @@ def _save_checkpoint(ckpt: Path, model, ema, opt, step: int, rng: np.random.Gene
     save_state(model, ckpt / "model.safetensors")
     save_state(ema, ckpt / "ema.safetensors")
     state = opt.state_dict()
-    flat = {f"{idx}.{name}": value.detach().cpu().contiguous().reshape(value.shape)
-            for idx, entries in state["state"].items() for name, value in entries.items()
-            if torch.is_tensor(value)}
+    flat = {
+        f"{idx}.{name}": value.detach().cpu().contiguous().reshape(value.shape)
+        for idx, entries in state["state"].items()
+        for name, value in entries.items()
+        if torch.is_tensor(value)
+    }
     flat["__torch_rng__"] = torch.get_rng_state()
     tmp = ckpt / "optim.safetensors.tmp"
     save_file(flat, str(tmp))

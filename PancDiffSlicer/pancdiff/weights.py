@@ -68,8 +68,10 @@ def init_bundle(seed: int = 0, network: NetworkConfig | None = None) -> ModelBun
 def save_state(module: nn.Module, path: str | Path, half: bool = False) -> str:
     """Write a module's tensors as safetensors atomically; returns the file's SHA-256."""
     path = Path(path)
-    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
-               for k, v in module.state_dict().items()}
+    tensors = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in module.state_dict().items()
+    }
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:

@@ -80,7 +80,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if reporter.mode == "bar":
         print(headline(summary))
         print(
-            f"reports: {destination.path / 'with_lesion' / 'report.png'} and {destination.path / 'as_is' / 'report.png'}"
+            f"reports: {destination.path / 'with_lesion' / 'report.png'} and "
+            f"{destination.path / 'as_is' / 'report.png'}"
         )
         print(f"summary: {destination.path / 'demo_summary.json'}", flush=True)
     return 0

@@ -206,7 +206,8 @@ def _run_cohort(cases: list[Case], destination, loader, args, reporter: Reporter
     args.result = {"out": str(destination.path), "cases": len(rows), "failed": len(failed)}
     if failed:
         print(
-            f"pancdiff: warning: {len(failed)} of {len(rows)} CTs failed; see {destination.path / 'cohort_summary.csv'}",
+            f"pancdiff: warning: {len(failed)} of {len(rows)} CTs failed; "
+            f"see {destination.path / 'cohort_summary.csv'}",
             file=sys.stderr, flush=True,
         )  # fmt: skip
     if reporter.mode == "bar":
