@@ -9,7 +9,7 @@ import pytest
 from engine_support import write_slice_folder
 from pancdiff.benchmark import run_benchmark
 from pancdiff.config import DetectConfig
-from pancdiff.evaluate import build_eval_set, evaluate, low_attenuation_map
+from pancdiff.evaluate import build_eval_set, choose_operating_point, evaluate, low_attenuation_map
 from pancdiff.lesions import insert_lesion
 from pancdiff.metrics import auroc, average_precision, dice, pearson
 from pancdiff.weights import init_bundle
@@ -59,7 +59,9 @@ def test_evaluation_reports_every_promised_figure(eval_data):
     assert r["segmentation"]["dice_best_threshold"] >= r["segmentation"]["dice"]
     assert 0.0 <= r["healthy"]["fp_fraction"] <= 1.0
     assert set(r["baselines"]) == {"no_guidance", "low_attenuation"}
-    assert r["operating_point"] == {"scale": 2.0, "noise_level": 20, "steps": 2, "threshold": 0.35}
+    assert r["operating_point"] == {
+        "scale": 2.0, "noise_level": 20, "steps": 2, "threshold": 0.35, "normalization": "slice", "map_scale": 0.0
+    }  # fmt: skip
     assert len(r["grid"]) == 2
     # the low-attenuation baseline finds a simulated dark lesion well: the metric pipeline works
     assert r["baselines"]["low_attenuation"]["dice_best_threshold"] > 0.3
@@ -75,3 +77,31 @@ def test_benchmark_reports_passes_time_and_agreement(eval_data):
     assert r["device"] == "cpu" and r["sweep"][0]["steps"] == 2
     same = run_benchmark(bundle, data.x[:1], data.valid[:1], dataclasses.replace(fast, steps=12))
     assert same["map_pearson"] == pytest.approx(1.0) and same["map_dice"] == pytest.approx(1.0)
+
+
+def test_operating_point_search_respects_the_false_positive_bound(eval_data):
+    bundle, data = eval_data
+    chosen, rows = choose_operating_point(bundle, data, scales=(0.0, 2.0), noises=(12,), steps=2, max_fp=0.02)
+    assert {r["normalization"] for r in rows} == {"slice", "calibrated"}
+    allowed = [r for r in rows if r["fp_fraction"] <= 0.02]
+    if allowed:
+        best = max(allowed, key=lambda r: r["dice"])
+        assert (chosen.scale, chosen.threshold, chosen.normalization) == (
+            best["scale"], best["threshold"], best["normalization"]
+        )  # fmt: skip
+    if chosen.normalization == "calibrated":
+        assert chosen.map_scale > 0
+
+
+def test_calibrated_maps_compare_across_slices():
+    from pancdiff.detection import normalize_maps
+
+    anomaly = np.zeros((2, 8, 8), np.float32)
+    anomaly[0, 4, 4], anomaly[1, 4, 4] = 0.5, 0.05
+    valid = np.ones_like(anomaly, bool)
+    per_slice = normalize_maps(anomaly, valid, DetectConfig(smooth_sigma_px=0))
+    calibrated = normalize_maps(
+        anomaly, valid, DetectConfig(smooth_sigma_px=0, normalization="calibrated", map_scale=0.25)
+    )
+    assert per_slice[0].max() == per_slice[1].max() == 1.0  # the paper's: every slice peaks at 1
+    assert calibrated[0].max() == 1.0 and calibrated[1].max() == pytest.approx(0.2)

@@ -74,6 +74,10 @@ class DetectConfig:
         steps: K <= N DDIM steps to reach N (K = N is the paper-exact run).
         threshold: fraction of the normalized map that becomes a candidate.
         smooth_sigma_px: Gaussian smoothing of the map before normalizing (0 = off).
+        normalization: "slice" divides each slice's map by its maximum (the paper: every slice then
+            has a candidate); "calibrated" divides by ``map_scale``, a model constant measured on
+            healthy validation slices, so values compare across slices and patients.
+        map_scale: anomaly value that maps to 1.0 under "calibrated" normalization.
         batch_size: slices per batch; None adapts to the device's memory.
         device: "auto" (cuda, then mps, then cpu), "cuda", "mps" or "cpu".
     """
@@ -83,6 +87,8 @@ class DetectConfig:
     steps: int = 15
     threshold: float = 0.35
     smooth_sigma_px: float = 1.0
+    normalization: str = "slice"
+    map_scale: float = 0.0
     batch_size: int | None = None
     device: str = "auto"
 
@@ -95,6 +101,10 @@ class DetectConfig:
             raise InputError(f"steps must be in 1..noise level ({self.noise_level}), got {self.steps}")
         if not 0.0 < self.threshold < 1.0:
             raise InputError(f"threshold must be a fraction in (0, 1), got {self.threshold}")
+        if self.normalization not in ("slice", "calibrated"):
+            raise InputError(f"normalization must be slice or calibrated, got {self.normalization!r}")
+        if self.normalization == "calibrated" and not self.map_scale > 0:
+            raise InputError("calibrated normalization needs the model's map_scale > 0 (see its model card)")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.device not in ("auto", "cuda", "mps", "cpu") and not self.device.startswith("cuda:"):

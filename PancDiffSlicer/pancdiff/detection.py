@@ -30,7 +30,7 @@ class DetectionResult:
     Attributes:
         reconstruction: the guided healthy reconstruction x_hat.
         anomaly: sum over channels of |x - x_hat| (Algorithm 1, line 10), 0 outside the support.
-        normalized: ``anomaly`` (smoothed) divided by its per-slice maximum, as in the paper.
+        normalized: ``anomaly`` smoothed and scaled to [0, 1] (per slice as in the paper, or calibrated).
         candidates: bool, ``normalized >= threshold``.
         tumor_probability: (B,) the classifier's p(tumor | x, t = 0), the confidence shown to users.
         evaluations_per_slice: network passes each slice cost (UNet + classifier).
@@ -49,13 +49,28 @@ def evaluations_per_slice(cfg: DetectConfig) -> int:
     return 2 * cfg.steps + (cfg.steps if cfg.scale > 0 else 0) + 1
 
 
-def normalize_per_slice(anomaly: np.ndarray, smooth_sigma_px: float = 0.0) -> np.ndarray:
-    """(B, S, S) maps scaled to [0, 1] by each slice's maximum (after optional Gaussian smoothing)."""
+def smooth_maps(anomaly: np.ndarray, smooth_sigma_px: float = 0.0) -> np.ndarray:
+    """(B, S, S) maps, each Gaussian-smoothed in-plane (no smoothing across slices)."""
     maps = anomaly.astype(np.float32)
     if smooth_sigma_px > 0:
         maps = np.stack([ndimage.gaussian_filter(m, smooth_sigma_px) for m in maps])
+    return maps
+
+
+def normalize_per_slice(anomaly: np.ndarray, smooth_sigma_px: float = 0.0) -> np.ndarray:
+    """(B, S, S) maps scaled to [0, 1] by each slice's maximum (after optional Gaussian smoothing)."""
+    maps = smooth_maps(anomaly, smooth_sigma_px)
     peak = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1)
     return np.where(peak > 0, maps / np.maximum(peak, 1e-12), 0.0).astype(np.float32)
+
+
+def normalize_maps(anomaly: np.ndarray, valid: np.ndarray, cfg: DetectConfig) -> np.ndarray:
+    """The map users see and threshold: per-slice (paper) or calibrated, 0 outside the support."""
+    if cfg.normalization == "calibrated":
+        maps = np.clip(smooth_maps(anomaly, cfg.smooth_sigma_px) / cfg.map_scale, 0.0, 1.0)
+    else:
+        maps = normalize_per_slice(anomaly, cfg.smooth_sigma_px)
+    return np.where(valid, maps, 0.0).astype(np.float32)
 
 
 class Detector:
@@ -143,7 +158,7 @@ class Detector:
                 continue
             start += len(xb)
         anomaly = np.where(valid, np.abs(x - recon), 0.0).astype(np.float32)  # one channel: the sum is itself
-        normalized = np.where(valid, normalize_per_slice(anomaly, self.cfg.smooth_sigma_px), 0.0).astype(np.float32)
+        normalized = normalize_maps(anomaly, valid, self.cfg)
         return DetectionResult(
             reconstruction=recon,
             anomaly=anomaly,

@@ -19,7 +19,7 @@ from scipy import ndimage
 from .config import DetectConfig, to_dict
 from .crop_samples import NO_AUGMENT, CropSampler
 from .datasets.slice_folder import load_slice_image, read_manifest
-from .detection import Detector, normalize_per_slice
+from .detection import Detector, normalize_maps, normalize_per_slice, smooth_maps
 from .errors import InputError
 from .lesions import LesionConfig, insert_lesion
 from .metrics import auroc, average_precision, dice
@@ -170,7 +170,7 @@ def low_attenuation_map(x: np.ndarray, valid: np.ndarray, sigma_px: float = 1.0)
     return np.where(valid, normalize_per_slice(np.stack(maps), sigma_px), 0.0)
 
 
-def run_maps(
+def run_anomaly(
     bundle: ModelBundle,
     cfg: DetectConfig,
     x: np.ndarray,
@@ -178,7 +178,7 @@ def run_maps(
     reporter: Reporter = QUIET,
     label: str = "",
 ) -> np.ndarray:
-    """Normalized anomaly maps of canvases under one setting, with a progress bar."""
+    """Raw anomaly maps |x - x_hat| of canvases under one (S, N, K), with a progress bar."""
     detector = Detector(bundle, cfg)
     with reporter.task(f"detect {label}".strip(), 1, unit="step") as task:
 
@@ -187,61 +187,69 @@ def run_maps(
                 task.set_total(total)
             task.update(done - task.done)
 
-        return detector.detect(x, valid, progress).normalized
+        return detector.detect(x, valid, progress).anomaly
+
+
+def calibrate_map_scale(healthy_anomaly: np.ndarray, valid: np.ndarray, sigma_px: float, quantile: float = 0.995):
+    """The smoothed anomaly value that only (1 - quantile) of healthy support pixels exceed."""
+    return float(np.quantile(smooth_maps(healthy_anomaly, sigma_px)[valid], quantile))
 
 
 def score_setting(bundle: ModelBundle, cfg: DetectConfig, data: EvalSet, reporter: Reporter = QUIET) -> dict:
-    """Localization on lesion slices and false positives on healthy slices for one (S, N, K)."""
+    """Localization on lesion slices and false positives on healthy slices for one setting."""
     healthy = data.y == 0
-    lesion_maps = run_maps(
-        bundle, cfg, data.lesion_x, data.lesion_valid, reporter, f"S={cfg.scale} N={cfg.noise_level}"
-    )
-    healthy_maps = run_maps(bundle, cfg, data.x[healthy], data.valid[healthy], reporter, "healthy")
+    tag = f"S={cfg.scale:g} N={cfg.noise_level}"
+    lesion_raw = run_anomaly(bundle, cfg, data.lesion_x, data.lesion_valid, reporter, f"{tag} lesions")
+    healthy_raw = run_anomaly(bundle, cfg, data.x[healthy], data.valid[healthy], reporter, f"{tag} healthy")
+    lesion_maps = normalize_maps(lesion_raw, data.lesion_valid, cfg)
+    healthy_maps = normalize_maps(healthy_raw, data.valid[healthy], cfg)
     return {
         "segmentation": segmentation_metrics(lesion_maps, data.lesion_mask, data.lesion_valid, cfg.threshold),
         "healthy": {
             "fp_fraction": fp_fraction(healthy_maps, data.valid[healthy], cfg.threshold),
             "n_slices": int(healthy.sum()),
         },
-        "_maps": (lesion_maps, healthy_maps),
+        "_raw": (lesion_raw, healthy_raw),
     }
 
 
 def choose_operating_point(
     bundle: ModelBundle, data: EvalSet, scales, noises, steps: int, max_fp: float = 0.02, reporter: Reporter = QUIET
 ) -> tuple[DetectConfig, list[dict]]:
-    """Best mean Dice over (S, N, threshold) with healthy FP fraction <= ``max_fp`` (else best Dice)."""
+    """Best mean Dice over (S, N, normalization, threshold) with healthy FP fraction <= ``max_fp``.
+
+    The calibrated normalization's ``map_scale`` is measured on the same (tuning) healthy slices.
+    Falls back to the best Dice when no setting meets the FP bound.
+    """
     healthy = data.y == 0
-    rows = []
+    rows, configs = [], {}
     for scale in scales:
         for noise in noises:
-            cfg = dataclasses.replace(
+            base = dataclasses.replace(
                 bundle.operating_point, scale=float(scale), noise_level=int(noise), steps=min(steps, int(noise))
             )
-            scored = score_setting(bundle, cfg, data, reporter)
-            lesion_maps, healthy_maps = scored["_maps"]
-            for t in THRESHOLDS:
-                rows.append(
-                    {
-                        "scale": float(scale),
-                        "noise_level": int(noise),
-                        "steps": cfg.steps,
-                        "threshold": float(t),
-                        "dice": float(np.mean([dice(m >= t, g) for m, g in zip(lesion_maps, data.lesion_mask)])),
-                        "fp_fraction": fp_fraction(healthy_maps, data.valid[healthy], t),
-                        "auprc": scored["segmentation"]["auprc"],
-                    }
-                )
+            lesion_raw, healthy_raw = score_setting(bundle, base, data, reporter)["_raw"]
+            map_scale = calibrate_map_scale(healthy_raw, data.valid[healthy], base.smooth_sigma_px)
+            for norm in ("slice", "calibrated"):
+                cfg = dataclasses.replace(base, normalization=norm, map_scale=map_scale)
+                lesion_maps = normalize_maps(lesion_raw, data.lesion_valid, cfg)
+                healthy_maps = normalize_maps(healthy_raw, data.valid[healthy], cfg)
+                auprc = average_precision(data.lesion_mask[data.lesion_valid], lesion_maps[data.lesion_valid])
+                for t in THRESHOLDS:
+                    key = (float(scale), int(noise), norm, float(t))
+                    configs[key] = dataclasses.replace(cfg, threshold=float(t))
+                    rows.append(
+                        {
+                            "scale": key[0], "noise_level": key[1], "steps": cfg.steps, "normalization": norm,
+                            "map_scale": map_scale, "threshold": key[3],
+                            "dice": float(np.mean([dice(m >= t, g) for m, g in zip(lesion_maps, data.lesion_mask)])),
+                            "fp_fraction": fp_fraction(healthy_maps, data.valid[healthy], t),
+                            "auprc": auprc,
+                        }
+                    )  # fmt: skip
     allowed = [r for r in rows if r["fp_fraction"] <= max_fp] or rows
     best = max(allowed, key=lambda r: r["dice"])
-    chosen = dataclasses.replace(
-        bundle.operating_point,
-        scale=best["scale"],
-        noise_level=best["noise_level"],
-        steps=best["steps"],
-        threshold=best["threshold"],
-    )
-    return chosen, rows
+    return configs[(best["scale"], best["noise_level"], best["normalization"], best["threshold"])], rows
 
 
 def evaluate(
@@ -250,7 +258,9 @@ def evaluate(
     """All figures of ``results.json`` at one operating point, plus an optional (S, N, threshold) grid."""
     results: dict = {
         "operating_point": {
-            k: v for k, v in to_dict(cfg).items() if k in ("scale", "noise_level", "steps", "threshold")
+            k: v
+            for k, v in to_dict(cfg).items()
+            if k in ("scale", "noise_level", "steps", "threshold", "normalization", "map_scale")
         },
         "model_id": bundle.model_id,
         "slices": int(len(data.y)),
@@ -281,8 +291,9 @@ def evaluate(
                 setting = dataclasses.replace(
                     cfg, scale=float(scale), noise_level=int(noise), steps=min(cfg.steps, int(noise))
                 )
-                s = score_setting(bundle, setting, data, reporter)
-                lesion_maps, healthy_maps = s["_maps"]
+                lesion_raw, healthy_raw = score_setting(bundle, setting, data, reporter)["_raw"]
+                lesion_maps = normalize_maps(lesion_raw, data.lesion_valid, setting)
+                healthy_maps = normalize_maps(healthy_raw, data.valid[healthy], setting)
                 for t in thresholds or (cfg.threshold,):
                     rows.append(
                         {
@@ -318,7 +329,8 @@ def results_markdown(r: dict) -> str:
         f"# PancDiff evaluation ({r['model_id']})",
         "",
         f"{r['slices']} slices from {r['cases']} cases. Operating point: S = {op['scale']}, "
-        f"N = {op['noise_level']}, K = {op['steps']}, threshold = {op['threshold']}.",
+        f"N = {op['noise_level']}, K = {op['steps']}, threshold = {op['threshold']} of the "
+        f"{op.get('normalization', 'slice')}-normalized map.",
         f"Localization scored on: {r['mask_source']}.",
         "",
         "| classifier | value |",
