@@ -105,3 +105,16 @@ def test_calibrated_maps_compare_across_slices():
     )
     assert per_slice[0].max() == per_slice[1].max() == 1.0  # the paper's: every slice peaks at 1
     assert calibrated[0].max() == 1.0 and calibrated[1].max() == pytest.approx(0.2)
+
+
+def test_evaluation_reads_the_msd_layout_with_real_tumor_masks(tmp_path):
+    from pancdiff.phantom import write_phantom_dataset
+
+    root = write_phantom_dataset(tmp_path / "Task07", cases=4, seed=1, tumor_fraction=1.0)
+    bundle = init_bundle(seed=0)
+    data = build_eval_set(root, bundle, cases=None)
+    assert data.mask_source.startswith("masks") and data.lesion_clean is None
+    assert len(data.lesion_x) > 0 and all(m.any() for m in data.lesion_mask)
+    assert set(data.cases) <= {p.name.split(".")[0] for p in (root / "imagesTr").iterdir()}
+    r = evaluate(bundle, data, DetectConfig(scale=1.0, noise_level=10, steps=1, device="cpu"))
+    assert r["mask_source"].startswith("masks") and "auroc_inserted" not in r["classifier"]

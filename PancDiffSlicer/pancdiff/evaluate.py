@@ -62,14 +62,18 @@ def build_eval_set(
     spacing_mm: float = 0.8,
     seed: int = 1234,
     lesions: LesionConfig = LesionConfig(),
+    paper_filter: bool = False,
 ) -> EvalSet:
-    """Slices of ``cases`` (all if None) as model canvases, with masks or simulated lesions."""
+    """Slices of ``cases`` (all if None) as model canvases, with masks or simulated lesions.
+
+    A slice folder's crops go through the size-matched sampler; an MSD Task07 folder's volumes go
+    through the same preprocessing as inference, with its tumor labels as masks.
+    """
     root = Path(data_dir)
+    if (root / "dataset.json").is_file() and not (root / "manifest.csv").is_file():
+        return msd_eval_set(root, bundle, cases, paper_filter)
     if not (root / "manifest.csv").is_file():
-        raise InputError(
-            f"{root}: evaluation reads the slice-folder format (manifest.csv); convert MSD with "
-            "pancdiff.datasets.msd first"
-        )
+        raise InputError(f"{root}: neither a slice folder (manifest.csv) nor MSD Task07 (dataset.json)")
     records = [r for r in read_manifest(root) if cases is None or r.case in cases]
     if not records:
         raise InputError(f"{root}: no slices for the requested cases")
@@ -114,6 +118,32 @@ def build_eval_set(
         crop_area=np.array([im.size for im in images], dtype=float),
         crop_mean=np.array([im.mean() for im in images]),
     )
+
+
+def msd_eval_set(root: Path, bundle: ModelBundle, cases: set[str] | None, paper_filter: bool = False) -> EvalSet:
+    """MSD Task07 volumes as canvases (inference preprocessing), real tumor masks; cases default to
+    the 10 % held out by ``split_msd_cases`` (the paper's 90/10 split)."""
+    from .datasets.msd import list_msd_cases, load_msd_slices, split_msd_cases
+
+    if cases is None:
+        cases = set(split_msd_cases([c.case for c in list_msd_cases(root)])[1])
+    items = load_msd_slices(root, bundle.preprocess, cases=sorted(cases), paper_filter=paper_filter)
+    if not items:
+        raise InputError(f"{root}: no pancreas slices in the requested cases")
+    x = np.stack([i.canvas for i in items])
+    valid = np.stack([i.valid for i in items])
+    y = np.array([i.tumor for i in items])
+    masks = np.stack([i.mask for i in items])
+    tumor = np.flatnonzero([m.any() for m in masks])
+    if len(tumor) == 0:
+        raise InputError(f"{root}: no tumor voxels (label 2) in the requested cases")
+    return EvalSet(
+        x=x, valid=valid, y=y, cases=[i.case for i in items],
+        lesion_x=x[tumor], lesion_valid=valid[tumor], lesion_mask=masks[tumor], lesion_clean=None,
+        mask_source="masks (MSD label 2)",
+        crop_area=valid.reshape(len(x), -1).sum(1).astype(float),
+        crop_mean=np.array([c[v].mean() if v.any() else 0.0 for c, v in zip(x, valid)]),
+    )  # fmt: skip
 
 
 def classifier_metrics(bundle: ModelBundle, data: EvalSet) -> dict:
