@@ -111,25 +111,17 @@ def hitColumnName(toleranceMm: float) -> str:
 
 
 def fillKnownTumorTable(tableNode, rows: list[KnownTumorRow], toleranceMm: float) -> None:
-    table = vtk.vtkTable()
     columns = [
-        ("Point", vtk.vtkStringArray, [row.label for row in rows]),
-        ("R", vtk.vtkDoubleArray, [row.positionRas[0] for row in rows]),
-        ("A", vtk.vtkDoubleArray, [row.positionRas[1] for row in rows]),
-        ("S", vtk.vtkDoubleArray, [row.positionRas[2] for row in rows]),
-        ("Heatmap value", vtk.vtkDoubleArray, [row.heatmapValue for row in rows]),
-        ("Distance to candidate", vtk.vtkDoubleArray, [row.distanceToCandidateMm for row in rows]),
-        ("Distance to peak", vtk.vtkDoubleArray, [row.distanceToPeakMm for row in rows]),
-        (hitColumnName(toleranceMm), vtk.vtkStringArray, ["hit" if row.hit else "miss" for row in rows]),
+        ("Point", "string", [row.label for row in rows]),
+        ("R", "double", [row.positionRas[0] for row in rows]),
+        ("A", "double", [row.positionRas[1] for row in rows]),
+        ("S", "double", [row.positionRas[2] for row in rows]),
+        ("Heatmap value", "double", [row.heatmapValue for row in rows]),
+        ("Distance to candidate", "double", [row.distanceToCandidateMm for row in rows]),
+        ("Distance to peak", "double", [row.distanceToPeakMm for row in rows]),
+        (hitColumnName(toleranceMm), "string", ["hit" if row.hit else "miss" for row in rows]),
     ]
-    for name, arrayClass, values in columns:
-        array = arrayClass()
-        array.SetName(name)
-        array.SetNumberOfValues(len(values))
-        for index, value in enumerate(values):
-            array.SetValue(index, value)
-        table.AddColumn(array)
-    tableNode.SetAndObserveTable(table)
+    sceneLib.setTableColumns(tableNode, columns)
     for name in ("R", "A", "S", "Distance to candidate", "Distance to peak"):
         tableNode.SetColumnUnitLabel(name, "mm")
 

@@ -531,7 +531,7 @@ def jumpToPeak(heatmapNode) -> np.ndarray:
 # -- tables and subject hierarchy ---------------------------------------------------------------
 
 
-def _setTableColumns(tableNode, columns: list[tuple[str, str, list]]) -> None:
+def setTableColumns(tableNode, columns: list[tuple[str, str, list]]) -> None:
     """Replace the table's contents with (name, "int"|"double"|"string", values) columns."""
     table = vtk.vtkTable()
     for name, kind, values in columns:
@@ -554,7 +554,7 @@ def _fillSliceTable(tableNode, rows: list[contract.SliceRow], ctNode) -> None:
             peaks.append(tuple((ijkToRas(ctNode) @ np.array([*row.peakIjk, 1.0]))[:3].tolist()))
         else:
             peaks.append((math.nan,) * 3)
-    _setTableColumns(
+    setTableColumns(
         tableNode,
         [
             ("Slice", "int", [row.sliceIndex for row in rows]),

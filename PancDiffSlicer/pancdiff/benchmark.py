@@ -18,7 +18,7 @@ import torch
 from .config import DetectConfig
 from .detection import Detector
 from .metrics import dice, pearson
-from .progress import QUIET, Reporter
+from .progress import QUIET, Reporter, StepProgress
 from .weights import ModelBundle
 
 
@@ -32,13 +32,7 @@ def timed_detect(
 ) -> tuple[np.ndarray, float, int]:
     """(normalized maps, wall seconds, network passes per slice) for one setting."""
     detector = Detector(bundle, cfg)
-    with reporter.task(label or f"K={cfg.steps}", 1, unit="step") as task:
-
-        def progress(done: int, total: int) -> None:
-            if task.total != total:
-                task.set_total(total)
-            task.update(done - task.done)
-
+    with StepProgress(reporter, label or f"K={cfg.steps}") as progress:
         start = time.perf_counter()
         result = detector.detect(x, valid, progress)
         seconds = time.perf_counter() - start

@@ -23,7 +23,7 @@ from .detection import Detector, normalize_maps, normalize_per_slice, smooth_map
 from .errors import InputError
 from .lesions import LesionConfig, insert_lesion
 from .metrics import auroc, average_precision, dice
-from .progress import QUIET, Reporter
+from .progress import QUIET, Reporter, StepProgress
 from .train import classifier_probabilities
 from .weights import ModelBundle
 
@@ -209,15 +209,8 @@ def run_anomaly(
     label: str = "",
 ) -> np.ndarray:
     """Raw anomaly maps |x - x_hat| of canvases under one (S, N, K), with a progress bar."""
-    detector = Detector(bundle, cfg)
-    with reporter.task(f"detect {label}".strip(), 1, unit="step") as task:
-
-        def progress(done: int, total: int) -> None:
-            if task.total != total:
-                task.set_total(total)
-            task.update(done - task.done)
-
-        return detector.detect(x, valid, progress).anomaly
+    with StepProgress(reporter, f"detect {label}".strip()) as progress:
+        return Detector(bundle, cfg).detect(x, valid, progress).anomaly
 
 
 def calibrate_map_scale(healthy_anomaly: np.ndarray, valid: np.ndarray, sigma_px: float, quantile: float = 0.995):

@@ -29,7 +29,7 @@ import numpy as np
 from . import __version__
 from .config import DetectConfig, to_dict
 from .markers import DEFAULT_TOLERANCE_MM, ImageGrid, Marker, score_markers
-from .progress import QUIET, Reporter
+from .progress import QUIET, Reporter, StepProgress
 
 if TYPE_CHECKING:
     from .weights import ModelBundle
@@ -220,7 +220,7 @@ def detect_volume(
     )
     t0 = time.monotonic()
     detector = Detector(bundle, cfg)
-    with _ProgressBridge(reporter, "detect") as bridge:
+    with StepProgress(reporter, "detect") as bridge:
         result = detector.detect(batch.canvases, batch.valid, progress=bridge)
     seconds["detect"] = time.monotonic() - t0
 
@@ -303,28 +303,6 @@ def _view_to_ijk(reorientation, shape: tuple[int, ...], zrc: tuple[int, int, int
         axis = reorientation.axes[view_axis]
         zyx[axis] = shape[axis] - 1 - value if reorientation.flips[view_axis] else value
     return int(zyx[2]), int(zyx[1]), int(zyx[0])
-
-
-class _ProgressBridge:
-    """Adapts the Detector's ``progress(done, total)`` callback to a reporter task."""
-
-    def __init__(self, reporter: Reporter, stage: str) -> None:
-        self.reporter, self.stage, self.task = reporter, stage, None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.task is None:
-            self.task = self.reporter.task(self.stage, total, unit="step")
-        elif total != self.task.total:  # the detector re-batched after running out of GPU memory
-            self.task.set_total(total)
-        if done > self.task.done:
-            self.task.update(done - self.task.done)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.task is not None:
-            self.task.close()
 
 
 def write_results(

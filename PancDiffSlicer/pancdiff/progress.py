@@ -92,4 +92,30 @@ class Reporter:
             print(json.dumps({"event": event, **payload}), flush=True)
 
 
+class StepProgress:
+    """Adapts a ``progress(done, total)`` callback (the Detector's) to a reporter task.
+
+    The task opens on the first call, when the total is known, and follows a changed total (the
+    detector re-batches after running out of GPU memory). Use as a context manager.
+    """
+
+    def __init__(self, reporter: Reporter, stage: str, unit: str = "step") -> None:
+        self.reporter, self.stage, self.unit, self.task = reporter, stage, unit, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.reporter.task(self.stage, total, unit=self.unit)
+        elif total != self.task.total:
+            self.task.set_total(total)
+        if done > self.task.done:
+            self.task.update(done - self.task.done)
+
+    def __enter__(self) -> StepProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.task is not None:
+            self.task.close()
+
+
 QUIET = Reporter("quiet")
