@@ -81,3 +81,22 @@ def test_size_matching_removes_the_crop_size_cue(folder):
     matched = auroc(repeated, -visible_area(AugmentConfig()))
     assert raw > 0.95, "the synthetic data must carry the confound for this test to mean anything"
     assert abs(matched - 0.5) < 0.2, matched
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training_on_cpu(folder, tmp_path):
+    """torchrun with the gloo backend: what multi-GPU users run, exercised on CPU processes."""
+    import shutil
+    import subprocess
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not on PATH")
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"iterations": 4, "batch_size": 4, "checkpoint_every": 2, "validate_every": 4,
+                               "warmup": 1, "threads": 1, "network": dataclasses.asdict(TINY_NETWORK)}))
+    run = subprocess.run([torchrun, "--nproc_per_node=2", "-m", "pancdiff", "--quiet", "train", "classifier",
+                          "--data", str(folder), "--out", str(tmp_path / "out"), "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "checkpoint" / "state.json").read_text())["step"] == 4
