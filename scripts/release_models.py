@@ -148,6 +148,7 @@ def card_markdown(card: dict) -> str:
     v = card["validation"]
     op = card["operating_point"]
     tr = card["training"]
+    grid = card["operating_point_selection"]["grid"]
     lines = [
         f"# Model card: {card['model_id']}",
         "",
@@ -195,7 +196,9 @@ def card_markdown(card: dict) -> str:
         "pancdiff train classifier --data ../shared/data/pancreas-tc --out runs/classifier "
         f"--config Resources/Models/training/classifier.json --iterations {tr['classifier']['steps_done']}",
         "python scripts/release_models.py --diffusion runs/diffusion --classifier runs/classifier "
-        f"--data ../shared/data/pancreas-tc --out Resources/Models --steps {op['steps']}",
+        f"--data ../shared/data/pancreas-tc --out Resources/Models --steps {op['steps']} "
+        f"--scales {','.join(f'{v:g}' for v in sorted({r['scale'] for r in grid}))} "
+        f"--noises {','.join(str(v) for v in sorted({r['noise_level'] for r in grid}))}",
         "```",
         "CPU training with several threads is not bitwise reproducible; expect figures within noise.",
     ]

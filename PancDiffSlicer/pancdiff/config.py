@@ -84,7 +84,7 @@ class DetectConfig:
 
     scale: float = 7.0
     noise_level: int = 300
-    steps: int = 15
+    steps: int = 10
     threshold: float = 0.35
     smooth_sigma_px: float = 1.0
     normalization: str = "slice"
