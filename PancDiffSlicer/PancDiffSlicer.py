@@ -97,9 +97,9 @@ class PancDiffSlicerParameterNode:
     pancreasLabelmap: vtkMRMLLabelMapVolumeNode
     device: Device = Device.AUTO
     quality: Quality = Quality.FAST
-    guidanceScale: Annotated[float, WithinRange(0.0, 20.0)] = 7.0
-    noiseLevel: Annotated[float, WithinRange(50.0, 600.0)] = 300.0
-    thresholdPercent: Annotated[float, WithinRange(5.0, 95.0)] = 35.0
+    guidanceScale: Annotated[float, WithinRange(0.0, 20.0)] = 20.0  # the bundled model card's operating point
+    noiseLevel: Annotated[float, WithinRange(50.0, 600.0)] = 200.0
+    thresholdPercent: Annotated[float, WithinRange(5.0, 95.0)] = 80.0
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     batchSize: Annotated[int, WithinRange(0, 512)] = 0
     showCandidate3D: bool = False

@@ -31,7 +31,7 @@ def test_command_line_for_a_given_mask():
     assert (_option(command, "--scale"), _option(command, "--noise"), _option(command, "--steps")) == (
         "4.5",
         "250",
-        "15",
+        str(contract.FAST_STEPS),
     )
     assert (_option(command, "--threshold"), _option(command, "--device")) == ("0.4", "cpu")
     assert _option(command, "--progress") == "json"

@@ -83,9 +83,9 @@ class DetectionSettings:
         batchSize: slices per batch; 0 lets the engine choose from the free memory.
     """
 
-    guidanceScale: float = 7.0
-    noiseLevel: int = 300
-    threshold: float = 0.35
+    guidanceScale: float = 20.0  # defaults: the bundled model card's operating point
+    noiseLevel: int = 200
+    threshold: float = 0.80
     quality: Quality = Quality.FAST
     device: Device = Device.AUTO
     pancreasSource: PancreasSource = PancreasSource.TOTALSEGMENTATOR_FAST
