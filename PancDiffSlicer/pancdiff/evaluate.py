@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from .config import DetectConfig, to_dict
 from .crop_samples import NO_AUGMENT, CropSampler
@@ -422,6 +421,3 @@ def grid_figure(bundle: ModelBundle, data: EvalSet, scales, noises, steps: int, 
     fig.savefig(path)
     plt.close(fig)
 
-
-def smooth(x: np.ndarray, sigma: float) -> np.ndarray:
-    return ndimage.gaussian_filter(x, sigma) if sigma > 0 else x

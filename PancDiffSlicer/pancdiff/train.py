@@ -104,7 +104,6 @@ class SliceData:
     val: CropSampler
     train_cases: list[str]
     val_cases: list[str]
-    val_case_of: list[str]
 
 
 def load_slice_data(root: str | Path, cfg: TrainConfig) -> SliceData:
@@ -129,7 +128,7 @@ def load_slice_data(root: str | Path, cfg: TrainConfig) -> SliceData:
     val = CropSampler(
         [images[i] for i in va], [records[i].tumor for i in va], cfg.preprocess, spacing, train.reference_sizes_mm
     )
-    return SliceData(train, val, train_cases, val_cases, [records[i].case for i in va])
+    return SliceData(train, val, train_cases, val_cases)
 
 
 def _msd_records(root: Path, cfg: TrainConfig):
