@@ -217,12 +217,21 @@ def calibrate_map_scale(healthy_anomaly: np.ndarray, valid: np.ndarray, sigma_px
     return float(np.quantile(smooth_maps(healthy_anomaly, sigma_px)[valid], quantile))
 
 
-def score_setting(bundle: ModelBundle, cfg: DetectConfig, data: EvalSet, reporter: Reporter = QUIET) -> dict:
-    """Localization on lesion slices and false positives on healthy slices for one setting."""
+def raw_maps(
+    bundle: ModelBundle, cfg: DetectConfig, data: EvalSet, reporter: Reporter = QUIET
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw anomaly maps of the lesion slices and of the healthy slices for one (S, N, K)."""
     healthy = data.y == 0
     tag = f"S={cfg.scale:g} N={cfg.noise_level}"
     lesion_raw = run_anomaly(bundle, cfg, data.lesion_x, data.lesion_valid, reporter, f"{tag} lesions")
     healthy_raw = run_anomaly(bundle, cfg, data.x[healthy], data.valid[healthy], reporter, f"{tag} healthy")
+    return lesion_raw, healthy_raw
+
+
+def score_setting(bundle: ModelBundle, cfg: DetectConfig, data: EvalSet, reporter: Reporter = QUIET) -> dict:
+    """Localization on lesion slices and false positives on healthy slices for one setting."""
+    healthy = data.y == 0
+    lesion_raw, healthy_raw = raw_maps(bundle, cfg, data, reporter)
     lesion_maps = normalize_maps(lesion_raw, data.lesion_valid, cfg)
     healthy_maps = normalize_maps(healthy_raw, data.valid[healthy], cfg)
     return {
@@ -231,7 +240,6 @@ def score_setting(bundle: ModelBundle, cfg: DetectConfig, data: EvalSet, reporte
             "fp_fraction": fp_fraction(healthy_maps, data.valid[healthy], cfg.threshold),
             "n_slices": int(healthy.sum()),
         },
-        "_raw": (lesion_raw, healthy_raw),
     }
 
 
@@ -250,7 +258,7 @@ def choose_operating_point(
             base = dataclasses.replace(
                 bundle.operating_point, scale=float(scale), noise_level=int(noise), steps=min(steps, int(noise))
             )
-            lesion_raw, healthy_raw = score_setting(bundle, base, data, reporter)["_raw"]
+            lesion_raw, healthy_raw = raw_maps(bundle, base, data, reporter)
             map_scale = calibrate_map_scale(healthy_raw, data.valid[healthy], base.smooth_sigma_px)
             for norm in ("slice", "calibrated"):
                 cfg = dataclasses.replace(base, normalization=norm, map_scale=map_scale)
@@ -313,7 +321,7 @@ def evaluate(
                 setting = dataclasses.replace(
                     cfg, scale=float(scale), noise_level=int(noise), steps=min(cfg.steps, int(noise))
                 )
-                lesion_raw, healthy_raw = score_setting(bundle, setting, data, reporter)["_raw"]
+                lesion_raw, healthy_raw = raw_maps(bundle, setting, data, reporter)
                 lesion_maps = normalize_maps(lesion_raw, data.lesion_valid, setting)
                 healthy_maps = normalize_maps(healthy_raw, data.valid[healthy], setting)
                 for t in thresholds or (cfg.threshold,):
@@ -420,4 +428,3 @@ def grid_figure(bundle: ModelBundle, data: EvalSet, scales, noises, steps: int, 
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-

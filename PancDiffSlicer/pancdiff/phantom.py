@@ -14,8 +14,6 @@ at a non-zero origin, so tests exercise the same reorientation and geometry real
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from .errors import InputError
+from .outputs import OutputDir
 from .preprocess import Reorientation
 from .progress import QUIET, Reporter
 
@@ -87,8 +86,7 @@ def write_phantom_dataset(
     n_tumor = round(cases * tumor_fraction)
     seeds = np.random.SeedSequence(seed).spawn(cases + 1)
     with_tumor = set(np.random.default_rng(seeds[-1]).permutation(cases)[:n_tumor].tolist())
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with OutputDir(out_dir) as tmp:  # staged beside out_dir, moved into place whole
         (tmp / "imagesTr").mkdir(parents=True)
         (tmp / "labelsTr").mkdir()
         training = []
@@ -114,11 +112,6 @@ def write_phantom_dataset(
             "tumor_cases": sorted(f"phantom_{i:03d}" for i in with_tumor),
         }
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

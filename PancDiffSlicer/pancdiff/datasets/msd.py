@@ -17,8 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import random
-import shutil
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from scipy import ndimage
 from ..config import PreprocessConfig
 from ..ctio import read_ct
 from ..errors import InputError
+from ..outputs import OutputDir
 from ..pancreas import read_labels
 from ..preprocess import Reorientation, extract_slices, to_canvases
 from .slice_folder import SliceRecord
@@ -214,8 +213,7 @@ def write_slice_folder(items: Iterable[LabelledCanvas], out_dir: str | Path, ima
     items = list(items)
     if not items:
         raise InputError(f"{out_dir}: no slices to write (no pancreas slices selected?)")
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with OutputDir(out_dir) as tmp:  # staged beside out_dir, moved into place whole
         for sub in ("images", "masks", "valid"):
             (tmp / sub).mkdir(parents=True)
         seen: set[str] = set()
@@ -241,11 +239,6 @@ def write_slice_folder(items: Iterable[LabelledCanvas], out_dir: str | Path, ima
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
