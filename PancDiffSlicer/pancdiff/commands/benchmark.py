@@ -29,9 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from ..benchmark import run_benchmark, table, write_benchmark
     from ..ctio import read_ct
+    from ..demo import sample_data_dir
     from ..pancreas import pancreas_mask
     from ..preprocess import extract_slices
-    from ..weights import bundled_model_dir, init_bundle, load_bundle
+    from ..weights import init_bundle, load_bundle
 
     bundle = init_bundle(seed=0) if args.random_weights else load_bundle(args.model, "cpu")
     cfg = dataclasses.replace(bundle.operating_point, device=args.device)
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         cfg = dataclasses.replace(cfg, noise_level=args.noise, steps=min(cfg.steps, args.noise))
     if args.steps:
         cfg = dataclasses.replace(cfg, steps=args.steps)
-    sample = bundled_model_dir().parent / "SampleData"
+    sample = sample_data_dir()
     ct = read_ct(sample / "example_ct_sm.nii.gz")
     batch = extract_slices(ct, pancreas_mask(ct, sample / "pancreas.nii.gz"), bundle.preprocess)
     x, valid = batch.canvases, batch.valid
