@@ -607,11 +607,10 @@ class PancDiffSlicerTest(ScriptedLoadableModuleTest):
 
     @staticmethod
     def sampleDataPath(fileName: str) -> Path:
-        moduleDir = Path(__file__).resolve().parent
-        for folder in (moduleDir / "Resources" / "SampleData", moduleDir.parent / "Resources" / "SampleData"):
-            if (folder / fileName).exists():
-                return folder / fileName
-        raise FileNotFoundError(f"Sample data {fileName} not found beside the module (Resources/SampleData)")
+        path = Path(__file__).resolve().parent / "Resources" / "SampleData" / fileName
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: sample data not found; reinstall the PancDiff extension")
+        return path
 
     def _loadSample(self):
         ct = slicer.util.loadVolume(str(self.sampleDataPath("example_ct_sm.nii.gz")))

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from cli_support import REPO, leftovers, pancdiff
 from pancdiff.pipeline import RESULT_FILES
 
-SAMPLE = REPO / "Resources" / "SampleData"
+SAMPLE = REPO / "PancDiffSlicer" / "Resources" / "SampleData"
 needs_sample = pytest.mark.skipif(not (SAMPLE / "example_ct_sm.nii.gz").is_file(), reason="Resources/SampleData absent")
 
 

@@ -917,7 +917,7 @@ def test_module_logic_settings_map_sliders_to_the_engine(moduleLogic):
 
 # -- the real engine (slow: runs untrained models on the CPU) ------------------------------------
 
-SAMPLE_DIR = MODULE_DIR.parent / "Resources" / "SampleData"
+SAMPLE_DIR = MODULE_DIR / "Resources" / "SampleData"
 
 
 @pytest.mark.slow

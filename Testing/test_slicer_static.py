@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from slicer_layout import cmake_lists
 
 MODULE_DIR = Path(__file__).resolve().parents[1] / "PancDiffSlicer"
 MODULE_FILE = MODULE_DIR / "PancDiffSlicer.py"
@@ -202,17 +203,11 @@ def test_custom_widget_classes_are_declared(uiRoot, uiWidgets):
 
 
 def _cmakeModuleScripts() -> list[str]:
-    text = CMAKE_FILE.read_text(encoding="utf-8")
-    block = re.search(r"set\(MODULE_PYTHON_SCRIPTS\s+(.*?)\)", text, re.DOTALL).group(1)
-    return [
-        line.strip().replace("${MODULE_NAME}", "PancDiffSlicer")
-        for line in block.splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
+    return cmake_lists(MODULE_DIR)["MODULE_PYTHON_SCRIPTS"]
 
 
 def test_cmake_lists_every_module_file():
-    listed = set(_cmakeModuleScripts())
+    listed = {p for p in _cmakeModuleScripts() if not p.startswith("pancdiff/")}
     onDisk = {"PancDiffSlicer.py"} | {f"PancDiffSlicerLib/{p.name}" for p in LIB_DIR.glob("*.py")}
     assert listed == onDisk, f"missing from CMake: {onDisk - listed}; listed but absent: {listed - onDisk}"
 
@@ -221,25 +216,22 @@ def test_cmake_ships_the_engine_package_and_every_python_file_is_covered():
     text = CMAKE_FILE.read_text(encoding="utf-8")
     glob = re.search(r"file\(GLOB_RECURSE PANCDIFF_ENGINE_SCRIPTS(.*?)\)", text, re.DOTALL)
     assert glob and "${CMAKE_CURRENT_SOURCE_DIR}/pancdiff/*.py" in glob.group(1)
-    assert "list(APPEND MODULE_PYTHON_SCRIPTS ${PANCDIFF_ENGINE_SCRIPTS})" in text
     listed = set(_cmakeModuleScripts())
     for path in MODULE_DIR.rglob("*.py"):
         relative = path.relative_to(MODULE_DIR).as_posix()
         if "__pycache__" in relative or ".egg-info" in relative:
             continue
-        assert relative in listed or relative.startswith("pancdiff/"), f"{relative} is not shipped by CMake"
+        assert relative in listed, f"{relative} is not shipped by CMake"
 
 
-def test_cmake_lists_the_resources_and_registers_the_self_test():
+def test_cmake_ships_every_resource_models_and_sample_data_included():
     text = CMAKE_FILE.read_text(encoding="utf-8")
-    block = re.search(r"set\(MODULE_PYTHON_RESOURCES\s+(.*?)\)", text, re.DOTALL).group(1)
-    resources = {
-        line.strip().replace("${MODULE_NAME}", "PancDiffSlicer")
-        for line in block.splitlines()
-        if line.strip() and not line.strip().startswith("$")
-    }
+    resources = set(cmake_lists(MODULE_DIR)["MODULE_PYTHON_RESOURCES"])
     onDisk = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*") if p.is_file()}
     assert resources == onDisk
+    for required in ("Resources/Models/model.json", "Resources/Models/unet.safetensors",
+                     "Resources/SampleData/example_ct_sm.nii.gz", "Resources/SampleData/pancreas.nii.gz"):
+        assert required in resources
     assert "slicerMacroBuildScriptedModule(" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
 
 

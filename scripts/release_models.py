@@ -5,7 +5,7 @@ validation cases only, and every reported figure comes from the other (*test*) h
 chosen on the figures that are reported.
 
     python scripts/release_models.py --diffusion runs/diffusion --classifier runs/classifier \
-        --data ../shared/data/pancreas-tc --out Resources/Models
+        --data ../shared/data/pancreas-tc --out PancDiffSlicer/Resources/Models
 """
 
 from __future__ import annotations
@@ -192,11 +192,13 @@ def card_markdown(card: dict) -> str:
         "## Reproduce",
         "```bash",
         "pancdiff train diffusion --data ../shared/data/pancreas-tc --out runs/diffusion "
-        f"--config Resources/Models/training/diffusion.json --iterations {tr['diffusion']['steps_done']}",
+        "--config PancDiffSlicer/Resources/Models/training/diffusion.json "
+        f"--iterations {tr['diffusion']['steps_done']}",
         "pancdiff train classifier --data ../shared/data/pancreas-tc --out runs/classifier "
-        f"--config Resources/Models/training/classifier.json --iterations {tr['classifier']['steps_done']}",
+        "--config PancDiffSlicer/Resources/Models/training/classifier.json "
+        f"--iterations {tr['classifier']['steps_done']}",
         "python scripts/release_models.py --diffusion runs/diffusion --classifier runs/classifier "
-        f"--data ../shared/data/pancreas-tc --out Resources/Models --steps {op['steps']} "
+        f"--data ../shared/data/pancreas-tc --out PancDiffSlicer/Resources/Models --steps {op['steps']} "
         f"--scales {','.join(f'{v:g}' for v in sorted({r['scale'] for r in grid}))} "
         f"--noises {','.join(str(v) for v in sorted({r['noise_level'] for r in grid}))}",
         "```",

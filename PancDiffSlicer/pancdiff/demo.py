@@ -26,10 +26,10 @@ SAMPLE_CT, SAMPLE_MASK = "example_ct_sm.nii.gz", "pancreas.nii.gz"
 
 
 def sample_data_dir() -> Path:
-    """``Resources/SampleData`` beside the bundled models."""
-    from .weights import bundled_model_dir
+    """The sample CT shipped with this copy of the engine, wherever it is installed (see ``resources``)."""
+    from .resources import sample_data_dir as locate
 
-    return bundled_model_dir().parent / "SampleData"
+    return locate()
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def run_demo(
         ct_path, mask_path = root / SAMPLE_CT, mask_path or root / SAMPLE_MASK
         if not Path(ct_path).is_file():
             raise DependencyError(
-                f"{ct_path}: bundled sample CT missing; restore Resources/SampleData from the repository"
+                f"{ct_path}: bundled sample CT missing; restore PancDiffSlicer/Resources/SampleData from the repository"
             )
     if mask_path is None:
         mask_path = "totalsegmentator"

@@ -25,8 +25,10 @@ UNET_FILE, CLASSIFIER_FILE, CARD_FILE = "unet.safetensors", "classifier.safetens
 
 
 def bundled_model_dir() -> Path:
-    """``Resources/Models`` of the checkout (the package lives in ``PancDiffSlicer/pancdiff``)."""
-    return Path(__file__).resolve().parents[2] / "Resources" / "Models"
+    """The models shipped with this copy of the engine, wherever it is installed (see ``resources``)."""
+    from .resources import bundled_model_dir as locate
+
+    return locate()
 
 
 @dataclass

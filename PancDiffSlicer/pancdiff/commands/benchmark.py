@@ -17,7 +17,7 @@ from ..progress import Reporter
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="where benchmark.json goes")
-    parser.add_argument("--model", metavar="DIR", help="model bundle (default: bundled Resources/Models)")
+    parser.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled models)")
     parser.add_argument("--random-weights", action="store_true", help="benchmark untrained networks (timing only)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--noise", type=int, help="noise level N (default: the model's operating point)")

@@ -27,7 +27,7 @@ def _floats(text: str) -> tuple[float, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="slice folder (manifest.csv) or MSD Task07 folder")
     parser.add_argument("--out", required=True, metavar="DIR", help="results folder")
-    parser.add_argument("--model", metavar="DIR", help="model bundle (default: bundled Resources/Models)")
+    parser.add_argument("--model", metavar="DIR", help="model bundle (default: the bundled models)")
     parser.add_argument("--cases", metavar="FILE", help="JSON with a list under 'val_cases' or 'cases' to restrict to")
     parser.add_argument("--all-cases", action="store_true", help="use every case, training cases included")
     parser.add_argument("--scale", type=float)

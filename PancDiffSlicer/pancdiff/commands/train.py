@@ -3,7 +3,7 @@
 Writes into --out: <kind>.safetensors (EMA weights), train_config.json, split.json (cases by
 patient), loss.csv, loss.png, validation.csv and checkpoint/ (rerun with --resume to continue; at
 most one checkpoint interval is lost). Settings come from --config (JSON, see
-Resources/Models/training/*.json) with command-line overrides. Multi-GPU: start with
+PancDiffSlicer/Resources/Models/training/*.json) with command-line overrides. Multi-GPU: start with
 `torchrun --nproc_per_node=G -m pancdiff train ...` (PyTorch DDP).
 
 To assemble a model bundle for `pancdiff detect --model`, see `pancdiff.weights.save_bundle`
