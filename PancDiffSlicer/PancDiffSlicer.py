@@ -394,35 +394,61 @@ class PancDiffSlicerLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def installDependencies(missing) -> None:
-        """Install ``missing`` (PyTorch through the PyTorch extension); raises with advice on failure."""
-        for package in missing:
+        """Install ``missing``: PyTorch through the PyTorch extension, the rest with pip.
+
+        Never pip-installs SimpleITK, numpy, vtk or torch, and pins the installed ones with a
+        constraints file so no dependency replaces them (``dependencies.installPlan``). Raises with
+        advice on failure.
+        """
+        plan = dependencies.installPlan(missing)
+        if plan.blocked:
+            raise RuntimeError(dependencies.blockedAdvice(plan.blocked))
+        if plan.torch:
+            PancDiffSlicerLogic._installTorch()
+            plan = dependencies.installPlan(missing)  # pin the torch that was just installed
+        pipPackages = [p for p in missing if p.pipInstallable]
+        if pipPackages == [dependencies.TOTALSEGMENTATOR_PACKAGE] and hasattr(slicer.modules, "totalsegmentator"):
+            # The TotalSegmentator extension knows its own requirements (and its own skip list).
+            slicer.util.getModuleLogic("TotalSegmentator").setupPythonRequirements()
+            return
+        if not pipPackages:
+            return
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            constraintsFile = os.path.join(folder, "constraints.txt")
+            with open(constraintsFile, "w", encoding="utf-8") as f:
+                f.write("\n".join(plan.constraints) + "\n")
             try:
-                if package == dependencies.TORCH_PACKAGE:
-                    try:
-                        import PyTorchUtils
-                    except ModuleNotFoundError as error:
-                        raise RuntimeError(
-                            "the PyTorch extension is missing: install 'PyTorch' from the Extensions Manager"
-                        ) from error
-                    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-                    if torchLogic.torchInstalled():  # installed but too old
-                        raise RuntimeError(
-                            f"PyTorch {torchLogic.torch.__version__} is older than {package.requirement}; "
-                            "uninstall it in the 'PyTorch Utils' module"
-                        )
-                    torch = torchLogic.installTorch(
-                        askConfirmation=False,
-                        torchVersionRequirement=f">={dependencies.TORCH_PACKAGE.minimumVersion}",
-                    )
-                    if torch is None:
-                        raise RuntimeError("PyTorch was not installed")
-                elif package == dependencies.TOTALSEGMENTATOR_PACKAGE and hasattr(slicer.modules, "totalsegmentator"):
-                    slicer.util.getModuleLogic("TotalSegmentator").setupPythonRequirements()
-                else:
-                    slicer.util.pip_install(package.requirement)
+                slicer.util.pip_install(plan.pipArguments(constraintsFile))
             except Exception as error:
-                logger.exception("Installing %s failed", package.requirement)
-                raise RuntimeError(dependencies.installAdvice(package, error)) from error
+                logger.exception("Installing %s failed", " ".join(plan.pipRequirements))
+                raise RuntimeError(dependencies.installAdvice(pipPackages[0], error)) from error
+
+    @staticmethod
+    def _installTorch() -> None:
+        package = dependencies.TORCH_PACKAGE
+        try:
+            try:
+                import PyTorchUtils
+            except ModuleNotFoundError as error:
+                raise RuntimeError(
+                    "the PyTorch extension is missing: install 'PyTorch' from the Extensions Manager"
+                ) from error
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+            if torchLogic.torchInstalled():  # installed but too old
+                raise RuntimeError(
+                    f"PyTorch {torchLogic.torch.__version__} is older than {package.requirement}; "
+                    "uninstall it in the 'PyTorch Utils' module"
+                )
+            torch = torchLogic.installTorch(
+                askConfirmation=False, torchVersionRequirement=dependencies.pyTorchUtilsRequirement()
+            )
+            if torch is None:
+                raise RuntimeError("PyTorch was not installed")
+        except Exception as error:
+            logger.exception("Installing %s failed", package.requirement)
+            raise RuntimeError(dependencies.installAdvice(package, error)) from error
 
     # -- detection -------------------------------------------------------------------------------
 

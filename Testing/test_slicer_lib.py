@@ -206,13 +206,16 @@ def test_missing_packages_are_found_and_torch_comes_first():
         "tqdm": "4.66.0",
     }
     missing = dependencies.missingPackages(versionOf=lambda p: installed.get(p.importName))
-    assert [p.requirement for p in missing] == ["monai>=1.4"]  # too old counts as missing
+    assert [p.requirement for p in missing] == ["monai>=1.5,<1.7"]  # too old counts as missing
+    installed["monai"] = "1.7.0"
+    missing = dependencies.missingPackages(versionOf=lambda p: installed.get(p.importName))
+    assert [p.requirement for p in missing] == ["monai>=1.5,<1.7"]  # so does one newer than tested
     installed.pop("torch")
-    installed["monai"] = "1.4.0"
+    installed["monai"] = "1.5.2"
     missing = dependencies.missingPackages(needTotalSegmentator=True, versionOf=lambda p: installed.get(p.importName))
     assert [p.importName for p in missing] == ["torch", "totalsegmentator"]
     text = dependencies.confirmationText(missing)
-    assert "torch>=2.2" in text and "PyTorch extension" in text and "TotalSegmentator>=2.4" in text
+    assert "torch>=2.4.1" in text and "PyTorch extension" in text and "TotalSegmentator>=2.4" in text
 
 
 def test_engine_packages_match_the_projects_dependencies():

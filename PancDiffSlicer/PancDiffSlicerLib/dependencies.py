@@ -13,7 +13,18 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-TORCH_REQUIREMENT = "torch>=2.2"
+# MONAI: the networks are tested with 1.5.x and 1.6.x (1.4.0 rejects the classifier's ``input_shape``
+# when the weights load). The torch each MONAI release needs (its Requires-Dist); 1.6 also needs
+# Python >= 3.10, so Slicer 5.8 (Python 3.9) gets 1.5.x, which needs torch >= 2.4.1.
+MONAI_REQUIREMENT = "monai>=1.5,<1.7"
+TORCH_FOR_MONAI = {"1.5": "2.4.1", "1.6": "2.8.0"}
+TORCH_REQUIREMENT = "torch>=2.4.1"  # what the oldest MONAI in MONAI_REQUIREMENT needs
+
+# Never installed or upgraded with pip by PancDiff (after SlicerTotalSegmentator's skip list):
+# Slicer ships SimpleITK, numpy and VTK, and replacing them breaks Slicer; torch comes only from the
+# PyTorch extension (PyTorchUtils), which picks the build that fits the GPU driver.
+SLICER_BUNDLED = ("SimpleITK", "numpy", "vtk")
+NEVER_PIP_INSTALLED = (*SLICER_BUNDLED, "torch")
 
 
 @dataclass(frozen=True)
@@ -25,18 +36,30 @@ class Package:
 
     @property
     def distributionName(self) -> str:
-        return re.split(r"[<>=!~\[ ;]", self.requirement, maxsplit=1)[0]
+        return re.split(r"[<>=!~\[ ;,]", self.requirement, maxsplit=1)[0]
 
     @property
     def minimumVersion(self) -> str | None:
         match = re.search(r">=\s*([0-9][0-9A-Za-z.]*)", self.requirement)
         return match.group(1) if match else None
 
+    @property
+    def versionBelow(self) -> str | None:
+        """The exclusive upper bound (``<X``), if any."""
+        match = re.search(r"<\s*([0-9][0-9A-Za-z.]*)", self.requirement)
+        return match.group(1) if match else None
+
+    @property
+    def pipInstallable(self) -> bool:
+        """False for what Slicer bundles and for torch (see ``NEVER_PIP_INSTALLED``)."""
+        return self.distributionName.lower() not in {name.lower() for name in NEVER_PIP_INSTALLED}
+
 
 # The engine's runtime dependencies without torch (kept equal to pyproject.toml by a test).
-# Slicer already ships numpy and SimpleITK; they are listed so a stripped Python is caught too.
+# Slicer already ships numpy and SimpleITK; they are listed so a stripped Python is caught too, but
+# they are never pip-installed (``Package.pipInstallable``).
 ENGINE_PACKAGES = (
-    Package("monai", "monai>=1.4"),
+    Package("monai", MONAI_REQUIREMENT),
     Package("einops", "einops"),
     Package("SimpleITK", "SimpleITK>=2.3"),
     Package("safetensors", "safetensors>=0.4"),
@@ -74,9 +97,11 @@ def installedVersion(package: Package) -> str | None:
 def isSatisfied(package: Package, version: str | None) -> bool:
     if version is None:
         return False
-    if package.minimumVersion is None or version == "0":
+    if version == "0":
         return True
-    return versionTuple(version) >= versionTuple(package.minimumVersion)
+    if package.minimumVersion is not None and versionTuple(version) < versionTuple(package.minimumVersion):
+        return False
+    return package.versionBelow is None or versionTuple(version) < versionTuple(package.versionBelow)
 
 
 def missingPackages(
@@ -88,6 +113,56 @@ def missingPackages(
     if needTotalSegmentator:
         wanted.append(TOTALSEGMENTATOR_PACKAGE)
     return [package for package in wanted if not isSatisfied(package, versionOf(package))]
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """How the missing packages get installed, without touching what Slicer bundles.
+
+    torch: install PyTorch through the PyTorch extension first.
+    pipArguments: ``pip install`` arguments (requirements, then ``-c`` constraints), or [] for none.
+    constraints: lines of the constraints file: each bundled package pinned to its installed version,
+        so pip resolves around them (an older release of a dependency) instead of replacing them.
+    blocked: bundled packages that are missing or too old; pip must not fix those: use a newer Slicer.
+    """
+
+    torch: bool
+    pipRequirements: tuple[str, ...]
+    constraints: tuple[str, ...]
+    blocked: tuple[Package, ...]
+
+    def pipArguments(self, constraintsFile: str) -> list[str]:
+        if not self.pipRequirements:
+            return []
+        return [*self.pipRequirements, "-c", constraintsFile] if self.constraints else list(self.pipRequirements)
+
+
+def installPlan(missing: list[Package], versionOf: Callable[[Package], str | None] = installedVersion) -> InstallPlan:
+    """Split ``missing`` into PyTorchUtils / pip / impossible, and pin what must not move."""
+    constraints = []
+    for name in NEVER_PIP_INSTALLED:
+        version = versionOf(Package(name, name))
+        if version and version != "0":
+            constraints.append(f"{name}=={version}")
+    return InstallPlan(
+        torch=TORCH_PACKAGE in missing,
+        pipRequirements=tuple(p.requirement for p in missing if p.pipInstallable),
+        constraints=tuple(constraints),
+        blocked=tuple(p for p in missing if not p.pipInstallable and p != TORCH_PACKAGE),
+    )
+
+
+def pyTorchUtilsRequirement() -> str:
+    """What the PyTorch extension is asked for (``installTorch(torchVersionRequirement=...)``)."""
+    return f">={TORCH_PACKAGE.minimumVersion}"
+
+
+def blockedAdvice(blocked: tuple[Package, ...] | list[Package]) -> str:
+    names = ", ".join(p.requirement for p in blocked)
+    return (
+        f"PancDiff needs {names}, which Slicer itself provides; installing it with pip would break Slicer. "
+        "Use Slicer 5.8 or newer (a fresh install if this one was modified)."
+    )
 
 
 def confirmationText(missing: list[Package]) -> str:

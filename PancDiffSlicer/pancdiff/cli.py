@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import itertools
 import json
 import signal
 import sys
@@ -176,7 +175,9 @@ def _fail(code: int, message: str, json_mode: bool) -> int:
 
 
 def _wants_json(argv: Sequence[str]) -> bool:
-    return "--progress=json" in argv or any(pair == ("--progress", "json") for pair in itertools.pairwise(argv))
+    argv = list(argv)
+    # zip(argv, argv[1:]) rather than itertools.pairwise: the engine runs on Python 3.9 (Slicer 5.8).
+    return "--progress=json" in argv or any(pair == ("--progress", "json") for pair in zip(argv, argv[1:]))
 
 
 def _quiet_third_party_warnings() -> None:

@@ -1,7 +1,8 @@
 """Print what PancDiff runs on: Python, torch and its devices (CUDA, MPS, GPU memory), MONAI,
 SimpleITK, TotalSegmentator and its weights, and the bundled models with their SHA-256 checked
-against the model card. Paste the output into a bug report. Never fails on a missing piece: it
-says what is missing instead (exit code 0).
+against the model card. Paste the output into a bug report. It always reports every piece, then
+exits 3 when PancDiff cannot run a detection: the bundled models are missing or fail their SHA-256,
+or torch cannot be imported; otherwise 0 (a missing TotalSegmentator is optional).
 """
 
 from __future__ import annotations
@@ -31,12 +32,31 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         reporter.event("info", message="doctor", doctor=report)
     else:
         print(format_report(report))
+    if report["problems"]:
+        # One line per blocking problem on stderr, so a script sees why the exit code is 3.
+        for problem in report["problems"]:
+            print(f"pancdiff doctor: {problem}", file=sys.stderr)
+        return 3
     return 0
+
+
+def problems(report: dict) -> list[str]:
+    """What stops a detection from running: a broken torch, missing or corrupt bundled models."""
+    found = []
+    if report["torch"].get("version") is None:
+        found.append(f"torch cannot be imported ({report['torch'].get('error')})")
+    models = report["models"]
+    if "error" in models:
+        found.append(f"{models['folder']}: {models['error']}; reinstall PancDiff or pass --model DIR to detect")
+    for f in models["files"]:
+        if f["status"] != "ok":
+            found.append(f"{models['folder']}/{f['file']}: {f['status']}; reinstall PancDiff")
+    return found
 
 
 def collect() -> dict:
     """Everything the report shows, as a JSON-ready dict."""
-    return {
+    report = {
         "pancdiff": __version__,
         "python": f"{platform.python_version()} ({sys.executable})",
         "platform": platform.platform(),
@@ -45,6 +65,8 @@ def collect() -> dict:
         "totalsegmentator": _totalsegmentator(),
         "models": _models(),
     }
+    report["problems"] = problems(report)
+    return report
 
 
 def _version(distribution: str) -> str | None:
@@ -95,7 +117,7 @@ def _totalsegmentator() -> dict:
 
 def _models() -> dict:
     """The bundled model card and each weight file's SHA-256, recomputed and compared."""
-    from ..weights import CARD_FILE, bundled_model_dir, sha256_file
+    from ..weights import CARD_FILE, CLASSIFIER_FILE, UNET_FILE, bundled_model_dir, sha256_file
 
     root = bundled_model_dir()
     out: dict = {"folder": str(root), "model_id": None, "files": []}
@@ -110,7 +132,11 @@ def _models() -> dict:
         return out
     out["model_id"] = card.get("model_id")
     out["operating_point"] = card.get("operating_point")
-    for name, recorded in sorted((card.get("sha256") or {}).items()):
+    recorded_hashes = card.get("sha256") or {}
+    unrecorded = [name for name in (UNET_FILE, CLASSIFIER_FILE) if name not in recorded_hashes]
+    if unrecorded:
+        out["error"] = f"{CARD_FILE} records no SHA-256 for {', '.join(unrecorded)}"
+    for name, recorded in sorted(recorded_hashes.items()):
         path = root / name
         actual = sha256_file(path) if path.is_file() else None
         out["files"].append(
@@ -160,8 +186,8 @@ def format_report(r: dict) -> str:
     m = r["models"]
     lines.append(f"bundled models    {m['folder']}")
     if "error" in m:
-        lines.append(f"  {m['error']} (pancdiff train ..., or --model DIR)")
-    else:
+        lines.append(f"  {m['error']} (reinstall PancDiff, or pancdiff detect --model DIR)")
+    if m["model_id"] is not None:
         lines.append(f"  model id        {m['model_id']}")
         for f in m["files"]:
             lines.append(f"  {f['file']:<24} {f['status']:<8} sha256 {f['sha256'] or '-'}")
@@ -171,4 +197,5 @@ def format_report(r: dict) -> str:
                 f"  operating point S={op.get('scale')} N={op.get('noise_level')} K={op.get('steps')} "
                 f"threshold={op.get('threshold')}"
             )
+    lines.append("status            " + ("OK" if not r.get("problems") else f"{len(r['problems'])} PROBLEM(S), exit 3"))
     return "\n".join(lines)
