@@ -142,6 +142,67 @@ def test_mask_with_a_different_extent(tmp_path, case):
     assert "extent" in line
 
 
+def test_ct_given_as_its_own_mask_is_refused_as_not_labels(tmp_path, case):
+    out = tmp_path / "out"
+    line = assert_refused(detect(case[0], case[0], out), out, mentions=case[0].name)
+    assert "like a CT in HU" in line and "-1" in line
+
+
+def test_mask_with_non_integer_values_is_refused(tmp_path, case):
+    _, pancreas = synthetic_ct()
+    smooth = pancreas.astype(np.float32) * 3.7  # an image, not labels
+    path = _save(smooth, tmp_path / "probabilities.nrrd")
+    out = tmp_path / "out"
+    line = assert_refused(detect(case[0], path, out), out, mentions="probabilities.nrrd")
+    assert "non-integer" in line
+
+
+def test_multi_organ_label_map_is_refused(tmp_path, case):
+    _, pancreas = synthetic_ct()
+    organs = (np.arange(pancreas.size).reshape(pancreas.shape) % 40).astype(np.uint8)  # 40 labels
+    path = _save(organs, tmp_path / "organs.nii.gz")
+    out = tmp_path / "out"
+    line = assert_refused(detect(case[0], path, out), out, mentions="organs.nii.gz")
+    assert "40 different values" in line
+
+
+def test_a_few_stray_voxels_are_not_a_pancreas(tmp_path, case):
+    _, pancreas = synthetic_ct()
+    stray = np.zeros_like(pancreas, dtype=np.uint8)
+    stray[3, 20:22, 22:24] = 1  # 4 voxels, 0.014 ml
+    path = _save(stray, tmp_path / "stray.nii.gz")
+    out = tmp_path / "out"
+    line = assert_refused(detect(case[0], path, out), out, mentions="stray.nii.gz")
+    assert "ml, outside the plausible 1-500 ml" in line
+
+
+def test_a_mask_of_the_whole_scan_is_too_large_for_a_pancreas(tmp_path):
+    hu, _ = synthetic_ct(shape_zyx=(24, 120, 120))  # about 1 litre in the CT's voxels
+    ct_path = _save(hu, tmp_path / "big_ct.nii.gz")
+    path = _save(np.ones(hu.shape, dtype=np.uint8), tmp_path / "everything.nii.gz")
+    out = tmp_path / "out"
+    line = assert_refused(detect(ct_path, path, out), out, mentions="everything.nii.gz")
+    assert "outside the plausible 1-500 ml" in line and "whole body" in line
+
+
+def test_pancreas_region_of_air_is_refused(tmp_path, case):
+    hu, _ = synthetic_ct()
+    air = np.full_like(hu, -1024)  # an all-air volume passes the HU check (it has air) but holds no pancreas
+    ct_path = _save(air, tmp_path / "air.nii.gz")
+    out = tmp_path / "out"
+    line = assert_refused(detect(ct_path, case[1], out), out, mentions=case[1].name)
+    assert "median -1024 HU" in line and "soft tissue" in line
+
+
+def test_mask_with_the_ct_size_but_no_geometry_gets_that_hint(tmp_path, case):
+    _, pancreas = synthetic_ct()
+    path = tmp_path / "from_numpy.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(pancreas.astype(np.uint8)), str(path))  # origin 0, spacing 1
+    out = tmp_path / "out"
+    line = assert_refused(detect(case[0], path, out), out, mentions="from_numpy.nii.gz")
+    assert "the CT's size 48x44x7" in line and "origin" in line and "spacing" in line
+
+
 # -- other inputs ------------------------------------------------------------------------------------
 
 
