@@ -259,12 +259,13 @@ def test_heatmap_node_geometry_equals_the_ct_nodes(mrmlScene, ctNode, result, ou
     np.testing.assert_array_equal(scene.arrayFromVolume(result.heatmapNode), _heatmapArray())
 
 
-def test_heatmap_shown_over_the_ct_with_inferno_window_0_1_and_threshold(ctNode, result):
+def test_heatmap_shown_over_its_full_range_in_inferno_not_cut_at_the_candidate_threshold(ctNode, result):
     display = result.heatmapNode.GetDisplayNode()
     assert display.GetColorNode().GetName() in ("Inferno", "PancDiff Inferno")
     assert (display.GetWindow(), display.GetLevel()) == pytest.approx((1.0, 0.5))
     assert not display.GetAutoWindowLevel()
-    assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(0.35)
+    # Only the zeros outside the analyzed slices are transparent; 0.35 is the candidate threshold.
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(scene.HEATMAP_VISIBLE_MINIMUM)
     composites = ctNode.GetScene().GetNodesByClass("vtkMRMLSliceCompositeNode")
     for index in range(composites.GetNumberOfItems()):
         composite = composites.GetItemAsObject(index)
@@ -287,9 +288,24 @@ def test_threshold_and_opacity_change_only_display_properties(ctNode, result):
     scene.setOpacity(result.heatmapNode, 0.2)
     assert result.heatmapNode.GetImageData() is imageData and imageData.GetMTime() == imageMTime
     np.testing.assert_array_equal(scene.arrayFromVolume(result.heatmapNode), heatmapBefore)
-    assert result.heatmapNode.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.7)
     composite = ctNode.GetScene().GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
     assert composite.GetForegroundOpacity() == pytest.approx(0.2)
+
+
+def test_heatmap_window_is_independent_of_the_candidate_threshold(ctNode, result):
+    display = result.heatmapNode.GetDisplayNode()
+    scene.setThreshold(result, 0.8)
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((0.0, 1.0))
+    assert display.GetLowerThreshold() == pytest.approx(scene.HEATMAP_VISIBLE_MINIMUM)
+    candidatesAt08 = _exportedCandidates(result, result.heatmapNode).copy()
+    scene.setHeatmapWindow(result.heatmapNode, 0.2, 0.6)
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((0.2, 0.6))
+    np.testing.assert_array_equal(_exportedCandidates(result, result.heatmapNode), candidatesAt08)
+    scene.setThreshold(result, 0.3)
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((0.2, 0.6))
+    np.testing.assert_array_equal(_exportedCandidates(result, result.heatmapNode), _heatmapArray() >= 0.3)
+    with pytest.raises(ValueError, match="low < high"):
+        scene.setHeatmapWindow(result.heatmapNode, 0.6, 0.2)
 
 
 @pytest.mark.parametrize("threshold", [0.35, 0.05, 0.55, 0.95])
@@ -676,9 +692,18 @@ parser.add_argument("--pancreas-mask"); parser.add_argument("--totalseg-full", a
 for name in ("--scale", "--noise", "--steps", "--threshold", "--device", "--progress", "--batch-size"):
     parser.add_argument(name)
 args = parser.parse_args()
+with open(Path(__file__).parents[1] / "calls.log", "a") as log:  # which commands ran, for the tests
+    log.write(" ".join(sys.argv[1:]) + "\\n")
 mode = Path(args.ct).parents[2].name  # the test picks the behaviour by naming the scratch root's parent
 ct = sitk.ReadImage(args.ct)
 print(json.dumps({"event": "stage", "stage": "read", "message": args.ct}), flush=True)
+if args.command == "pancreas":  # stands in for TotalSegmentator: a box on the CT's grid
+    mask = np.zeros(sitk.GetArrayFromImage(ct).shape, np.uint8)
+    mask[3:9, 4:12, 5:15] = 1
+    image = sitk.GetImageFromArray(mask); image.CopyInformation(ct)
+    sitk.WriteImage(image, args.out)
+    print(json.dumps({"event": "done", "exit_code": 0}), flush=True)
+    sys.exit(0)
 if mode == "missing":
     print(json.dumps({"event": "error", "message": "weights not found: ddpm.safetensors", "exit_code": 3}), flush=True)
     sys.exit(3)
@@ -871,7 +896,8 @@ def test_module_logic_detects_then_follows_settings_without_rerunning(moduleLogi
     assert job.state == JobState.SUCCEEDED, job.errorMessage
     result = logic.result(parameters)
     assert parameters.heatmapVolume is result.heatmapNode and parameters.sliceTable is result.sliceTableNode
-    assert logic.confidenceText(result) == "Tumor probability: 90 %"
+    text = logic.confidenceText(result)
+    assert text.startswith("Tumor probability: 90 % (uncalibrated)\nModel fake: no validation figures for this model")
     assert not logic.isStale(parameters)
     nodeCount = ctNode.GetScene().GetNumberOfNodes()
 
@@ -882,7 +908,13 @@ def test_module_logic_detects_then_follows_settings_without_rerunning(moduleLogi
     logic.applyParameters(parameters)
     np.testing.assert_array_equal(scene.arrayFromVolume(result.heatmapNode), voxels)
     np.testing.assert_array_equal(_exportedCandidates(result, ctNode), (voxels >= 0.8).astype(np.uint8))
-    assert result.heatmapNode.GetDisplayNode().GetLowerThreshold() == pytest.approx(0.8)
+    display = result.heatmapNode.GetDisplayNode()
+    assert display.GetLowerThreshold() == pytest.approx(scene.HEATMAP_VISIBLE_MINIMUM)  # not the threshold
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((0.0, 1.0))
+    parameters.heatmapWindowLowPercent, parameters.heatmapWindowHighPercent = 10.0, 70.0
+    logic.applyParameters(parameters)
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((0.1, 0.7))
+    np.testing.assert_array_equal(_exportedCandidates(result, ctNode), (voxels >= 0.8).astype(np.uint8))
     assert result.candidateNode.GetDisplayNode().GetVisibility3D()
     assert not logic.isStale(parameters)  # threshold and opacity never ask for a rerun
 

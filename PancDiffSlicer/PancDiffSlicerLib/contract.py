@@ -148,6 +148,27 @@ def detectCommandLine(
     return command
 
 
+def pancreasCommandLine(
+    pythonExecutable: str,
+    ctPath: str | Path,
+    maskPath: str | Path,
+    settings: DetectionSettings,
+    platform: str = sys.platform,
+) -> list[str]:
+    """``python -m pancdiff pancreas``: TotalSegmentator's pancreas on the CT's grid, written to ``maskPath``.
+
+    TotalSegmentator's convolutions fail on Apple MPS, so it never gets ``mps``: on macOS a GPU or
+    Auto choice runs it on the CPU (the detection itself may still use MPS).
+    """
+    device = engineDevice(settings.device, platform)
+    if device == "mps" or (device == "auto" and platform == "darwin"):
+        device = "cpu"
+    command = [pythonExecutable, "-m", "pancdiff", "pancreas", str(ctPath), "--out", str(maskPath)]
+    if settings.pancreasSource == PancreasSource.TOTALSEGMENTATOR_FULL:
+        command += ["--totalseg-full"]
+    return [*command, "--device", device, "--progress", "json"]
+
+
 @dataclass
 class ProcessEvent:
     """One line of the child's output, parsed.
@@ -256,6 +277,18 @@ def readSliceRows(path: str | Path) -> list[SliceRow]:
 
 
 @dataclass(frozen=True)
+class Peak:
+    """One of the engine's ranked peaks (``summary.json`` "peaks", strongest first)."""
+
+    rank: int
+    sliceIndex: int | None
+    peakIjk: tuple[int, int, int] | None
+    peakRas: tuple[float, float, float] | None
+    tumorProbability: float
+    mapMax: float
+
+
+@dataclass(frozen=True)
 class Summary:
     """What the module shows from ``summary.json``; ``raw`` keeps the whole file."""
 
@@ -263,6 +296,8 @@ class Summary:
     modelId: str
     peaksRas: list[tuple[float, float, float]]
     raw: dict
+    peaks: list[Peak] = field(default_factory=list)
+    untrained: bool = False
 
 
 def _peakRas(peak: dict) -> tuple[float, float, float] | None:
@@ -276,16 +311,76 @@ def _peakRas(peak: dict) -> tuple[float, float, float] | None:
     return None
 
 
-def readSummary(path: str | Path) -> Summary:
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    peaks = [p for p in (_peakRas(peak) for peak in raw.get("peaks", []) if isinstance(peak, dict)) if p]
+def _peak(rank: int, record: dict) -> Peak:
+    ijk = record.get("peak_voxel_ijk")
+    sliceIndex = record.get("slice_index")
+    return Peak(
+        rank=int(record.get("rank", rank)),
+        sliceIndex=None if sliceIndex is None else int(sliceIndex),
+        peakIjk=None if ijk is None else (int(ijk[0]), int(ijk[1]), int(ijk[2])),
+        peakRas=_peakRas(record),
+        tumorProbability=_floatOrNan(record.get("tumor_probability")),
+        mapMax=_floatOrNan(record.get("map_max", record.get("value"))),
+    )
+
+
+def summaryFromDict(raw: dict) -> Summary:
+    records = [peak for peak in raw.get("peaks", []) if isinstance(peak, dict)]
+    peaks = [_peak(rank, record) for rank, record in enumerate(records, start=1)]
+    peaks = sorted((p for p in peaks if p.peakRas is not None or p.peakIjk is not None), key=lambda p: p.rank)
     confidence = raw.get("overall_confidence", raw.get("confidence"))
+    model = raw.get("model") or {}
     return Summary(
         confidence=math.nan if confidence is None else float(confidence),
-        modelId=str(raw.get("model_id") or (raw.get("model") or {}).get("model_id") or ""),
-        peaksRas=peaks,
+        modelId=str(raw.get("model_id") or model.get("model_id") or ""),
+        peaksRas=[p.peakRas for p in peaks if p.peakRas is not None],
         raw=raw,
+        peaks=peaks,
+        untrained=bool(model.get("untrained", False)),
     )
+
+
+def readSummary(path: str | Path) -> Summary:
+    return summaryFromDict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+# -- the model card: what the confidence is worth ----------------------------------------------
+
+MODEL_CARD_FILE = "model.json"
+
+
+def readModelCard(engineDir: str | Path) -> dict:
+    """The bundled model card shipped beside the engine ({} where there is none)."""
+    path = Path(engineDir) / "Resources" / "Models" / MODEL_CARD_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def confidenceText(summary: Summary, card: dict) -> str:
+    """The overall confidence with what it is: the model, its held-out figures, "uncalibrated".
+
+    The figures are quoted only when the result was made by the model the card describes.
+    """
+    if math.isnan(summary.confidence):
+        return "No pancreas slice was analyzed."
+    text = f"Tumor probability: {100 * summary.confidence:.0f} %"
+    if summary.untrained:
+        return text + " (UNTRAINED random weights: meaningless, a pipeline test only)"
+    calibrated = bool(card.get("calibration")) and card.get("model_id") == summary.modelId
+    text += "" if calibrated else " (uncalibrated)"
+    text += f"\nModel {summary.modelId or 'unknown'}"
+    validation = card.get("validation") or {}
+    classifier = validation.get("classifier") or {}
+    if card.get("model_id") == summary.modelId and classifier.get("auroc") is not None:
+        where = "held-out cases"
+        if validation.get("slices") and validation.get("cases"):
+            where = f"{validation['slices']} held-out slices of {validation['cases']} cases"
+        text += f": slice AUROC {classifier['auroc']:.2f} on {where}"
+    else:
+        text += ": no validation figures for this model"
+    return text + ". Research only, not for diagnosis."
 
 
 def writeTabularOutputs(outputDir: str | Path, confidence: float, sliceRows: list[SliceRow]) -> None:

@@ -1,4 +1,8 @@
-"""One Detect click: write the inputs, run ``pancdiff detect`` in the background, import the results.
+"""One Detect click: write the inputs, run the engine in the background, import the results.
+
+With TotalSegmentator as the pancreas source and no PancDiff pancreas segment for the CT yet, the
+child runs twice: ``pancdiff pancreas`` (TotalSegmentator, never on MPS) and then ``pancdiff detect``
+with that mask; the mask becomes an editable segment, which the next Detect reuses.
 
 ``DetectionJob.poll`` is meant for a GUI timer: it drains the child's progress, and when the child
 has finished it imports the results into the scene on the calling (GUI) thread. Until then the
@@ -72,7 +76,9 @@ class DetectionJob:
         settings: validated detection settings.
         pythonExecutable: the Python that runs the engine (Slicer's ``PythonSlicer``).
         engineDir: folder containing the ``pancdiff`` package (the child's working directory).
-        segmentationNode, segmentId, labelmapNode: the pancreas mask when not using TotalSegmentator.
+        segmentationNode, segmentId, labelmapNode: the pancreas mask; with TotalSegmentator as the source,
+            a segmentation given here (the CT's PancDiff pancreas segment from an earlier run) is used
+            instead of running TotalSegmentator again.
         opacity: heatmap opacity when the results are shown.
         temporaryRoot: where the run's scratch folder is made (None: the system's temp folder).
         env: the child's environment (None: inherit).
@@ -110,6 +116,8 @@ class DetectionJob:
         self.workDir: Path | None = None
         self._startTime: float | None = None
         self._endTime: float | None = None
+        self._pendingDetect: list[str] | None = None  # the detect command, while the pancreas step runs
+        self.pancreasSegment: tuple | None = None  # (segmentation node, segment id) shown after success
 
     @property
     def duration(self) -> float:
@@ -125,22 +133,28 @@ class DetectionJob:
         try:
             ctPath = self.workDir / "ct.nrrd"
             sceneLib.writeVolumeFile(self.ctNode, ctPath)
-            maskPath = None
-            if not self.settings.pancreasSource.usesTotalSegmentator:
-                maskPath = self.workDir / "pancreas.nii.gz"
+            maskPath = self.workDir / "pancreas.nii.gz"
+            runTotalSegmentator = self.settings.pancreasSource.usesTotalSegmentator and self.segmentationNode is None
+            if not runTotalSegmentator:
                 sceneLib.writePancreasMask(
                     self.ctNode, maskPath, self.segmentationNode, self.segmentId, self.labelmapNode
                 )
             command = contract.detectCommandLine(
                 self.pythonExecutable, ctPath, self.workDir / "out", self.settings, maskPath
             )
-            logger.info("PancDiff: running %s", " ".join(command))
-            self.process = BackgroundProcess(command, env=self.env, cwd=self.engineDir)
-            self.process.start()
+            if runTotalSegmentator:
+                self._pendingDetect = command
+                command = contract.pancreasCommandLine(self.pythonExecutable, ctPath, maskPath, self.settings)
+            self._startProcess(command)
         except BaseException:
             self._removeWorkDir()
             raise
         self.state = JobState.RUNNING
+
+    def _startProcess(self, command: list[str]) -> None:
+        logger.info("PancDiff: running %s", " ".join(command))
+        self.process = BackgroundProcess(command, env=self.env, cwd=self.engineDir)
+        self.process.start()
 
     def poll(self) -> list[contract.ProcessEvent]:
         """Drain progress; once the child is done, import or report. Call from the GUI thread."""
@@ -162,6 +176,18 @@ class DetectionJob:
             elif event.kind == "error":
                 logger.error("pancdiff: %s", event.message)
         if not self.process.isRunning():
+            if self._pendingDetect is not None and self.process.exitCode == ExitCode.SUCCESS:
+                command, self._pendingDetect = self._pendingDetect, None
+                try:
+                    self._startProcess(command)  # the pancreas is found: now the detection
+                except OSError as error:
+                    self._pendingDetect = None
+                    self.errorMessage = f"The detection could not start: {error}"
+                    self.state = JobState.FAILED
+                    self._endTime = time.monotonic()
+                    self._removeWorkDir()
+                return events
+            self._pendingDetect = None
             self._finish()
         return events
 
@@ -199,6 +225,7 @@ class DetectionJob:
                         self.opacity,
                         self.settings.rerunKey(),
                     )
+                    self.pancreasSegment = self._showPancreas()
                     self.state = JobState.SUCCEEDED
                 except (OSError, ValueError, KeyError) as error:
                     self.errorMessage = f"The results could not be loaded: {error}"
@@ -217,6 +244,14 @@ class DetectionJob:
                     )
         finally:
             self._removeWorkDir()
+
+    def _showPancreas(self) -> tuple:
+        """The mask this run used as the CT's editable pancreas segment (the user's own segment as is)."""
+        if self.settings.pancreasSource == contract.PancreasSource.SEGMENTATION:
+            return self.segmentationNode, self.segmentId
+        if self.segmentationNode is not None:  # TotalSegmentator source, reusing the CT's segment
+            return self.segmentationNode, self.segmentId
+        return sceneLib.importPancreasMask(self.ctNode, self.workDir / "pancreas.nii.gz")
 
     def _removeWorkDir(self) -> None:
         if self.workDir is not None:

@@ -37,11 +37,34 @@ CANDIDATES_ROLE = "candidates"
 SLICE_TABLE_ROLE = "sliceTable"
 SUMMARY_ROLE = "summary"
 KNOWN_TUMOR_TABLE_ROLE = "knownTumorTable"
+CANDIDATE_TABLE_ROLE = "candidateTable"
+REFERENCE_TABLE_ROLE = "referenceTable"
+PLOT_CHART_ROLE = "probabilityChart"
+PLOT_SERIES_ROLE = "probabilitySeries"
+PANCREAS_ROLE = "pancreas"
 FOLDER_ROLE = "folder"
 
 CANDIDATE_SEGMENT_ID = "tumorCandidate"
 CANDIDATE_COLOR = (0.1, 0.9, 1.0)  # cyan: stands out against the Inferno heatmap
+PANCREAS_SEGMENT_ID = "pancreas"
+PANCREAS_COLOR = (0.35, 0.85, 0.35)
 GEOMETRY_TOLERANCE_MM = 1e-3
+# Heatmap values below this are transparent: the zeros outside the analyzed pancreas slices. The
+# display window is the map's full range [0, 1]; the candidate threshold is a separate outline.
+HEATMAP_VISIBLE_MINIMUM = 1e-3
+
+# DICOM terminology (SNOMED CT), so the segments export as DICOM SEG with proper codes. Format:
+# context~category~type~type modifier~anatomic context~anatomic region~region modifier.
+PANCREAS_TERMINOLOGY = (
+    "Segmentation category and type - 3D Slicer General Anatomy list"
+    "~SCT^123037004^Anatomical Structure~SCT^15776009^Pancreas~^^"
+    "~Anatomic codes - DICOM master list~^^~^^"
+)
+CANDIDATE_TERMINOLOGY = (
+    "Segmentation category and type - 3D Slicer General Anatomy list"
+    "~SCT^49755003^Morphologically Altered Structure~SCT^108369006^Neoplasm~^^"
+    "~Anatomic codes - DICOM master list~SCT^15776009^Pancreas~^^"
+)
 
 # matplotlib's Inferno at 17 evenly spaced positions; 256 colors are interpolated from them.
 _INFERNO_KEYS = (
@@ -227,6 +250,11 @@ def pancreasMaskArray(ctNode, segmentationNode=None, segmentId: str | None = Non
                 scene.RemoveNode(node)
 
 
+def segmentMaskArray(referenceVolumeNode, segmentationNode, segmentId: str) -> np.ndarray:
+    """A 0/1 uint8 mask of one segment on ``referenceVolumeNode``'s voxel grid (e.g. a reference lesion)."""
+    return pancreasMaskArray(referenceVolumeNode, segmentationNode=segmentationNode, segmentId=segmentId)
+
+
 def writePancreasMask(
     ctNode, path: str | Path, segmentationNode=None, segmentId: str | None = None, labelmapNode=None
 ) -> int:
@@ -294,14 +322,16 @@ def _resultNode(ctNode, found: dict, role: str, className: str, name: str):
     return node
 
 
-def knownTumorTableNode(ctNode):
-    """The known-tumor comparison table of this CT (created on first use)."""
-    found = _resultNodes(ctNode)
-    node = _resultNode(
-        ctNode, found, KNOWN_TUMOR_TABLE_ROLE, "vtkMRMLTableNode", f"{ctNode.GetName()} PancDiff known tumors"
-    )
+def resultTableNode(ctNode, role: str, title: str):
+    """This CT's table node for ``role`` (created on first use, in the CT's PancDiff folder)."""
+    node = _resultNode(ctNode, _resultNodes(ctNode), role, "vtkMRMLTableNode", f"{ctNode.GetName()} PancDiff {title}")
     placeInStudyFolder(ctNode, [node])
     return node
+
+
+def knownTumorTableNode(ctNode):
+    """The known-tumor comparison table of this CT (created on first use)."""
+    return resultTableNode(ctNode, KNOWN_TUMOR_TABLE_ROLE, "known tumors")
 
 
 def importResults(
@@ -344,7 +374,7 @@ def importResults(
     parentTransformId = ctNode.GetTransformNodeID()
     for node in (heatmapNode, candidateNode):
         node.SetAndObserveTransformNodeID(parentTransformId)
-    _configureHeatmapDisplay(heatmapNode, threshold)
+    _configureHeatmapDisplay(heatmapNode)
     _configureCandidateDisplay(candidateNode, ctNode)
     updateCandidates(result, threshold)
     _fillSliceTable(sliceTableNode, sliceRows, ctNode)
@@ -397,7 +427,8 @@ def heatmapColorNode(scene):
     return node
 
 
-def _configureHeatmapDisplay(heatmapNode, threshold: float) -> None:
+def _configureHeatmapDisplay(heatmapNode) -> None:
+    """Inferno over the map's full range; only the zeros outside the analyzed slices are hidden."""
     displayNode = heatmapNode.GetDisplayNode()
     if displayNode is None:
         heatmapNode.CreateDefaultDisplayNodes()
@@ -409,22 +440,45 @@ def _configureHeatmapDisplay(heatmapNode, threshold: float) -> None:
         displayNode.SetInterpolate(1)
         displayNode.AutoThresholdOff()
         displayNode.ApplyThresholdOn()
-        displayNode.SetThreshold(threshold, 1.0)
+        displayNode.SetThreshold(HEATMAP_VISIBLE_MINIMUM, 1.0)
+
+
+def setHeatmapWindow(heatmapNode, low: float, high: float) -> None:
+    """The heatmap's own color window [low, high] (0..1); independent of the candidate threshold."""
+    low, high = float(low), float(high)
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"Heatmap window must satisfy 0 <= low < high <= 1, got {low:g}..{high:g}")
+    displayNode = heatmapNode.GetDisplayNode()
+    if displayNode is not None:
+        displayNode.SetWindowLevelMinMax(low, high)
 
 
 def _configureCandidateDisplay(candidateNode, ctNode) -> None:
     ensureSegmentationConverters()
     if candidateNode.GetDisplayNode() is None:
         candidateNode.CreateDefaultDisplayNodes()
-    candidateNode.SetReferenceImageGeometryParameterFromVolumeNode(ctNode)
-    segmentation = candidateNode.GetSegmentation()
-    if segmentation.GetSegment(CANDIDATE_SEGMENT_ID) is None:
-        segmentation.AddEmptySegment(CANDIDATE_SEGMENT_ID, "Tumor candidate", list(CANDIDATE_COLOR))
+    _codedSegment(
+        candidateNode, ctNode, CANDIDATE_SEGMENT_ID, "Tumor candidate", CANDIDATE_COLOR, CANDIDATE_TERMINOLOGY
+    )
     displayNode = candidateNode.GetDisplayNode()
     with _modifying(displayNode):
         displayNode.SetVisibility2DFill(False)  # the heatmap shows through; the outline marks the candidate
         displayNode.SetVisibility2DOutline(True)
         displayNode.SetSliceIntersectionThickness(2)
+
+
+def _codedSegment(segmentationNode, ctNode, segmentId: str, name: str, color, terminology: str) -> None:
+    """The segment (made on first use) with its DICOM terminology, on the CT's geometry.
+
+    The node reference to the CT is what DICOM SEG export follows to the source series.
+    """
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(ctNode)
+    segmentationNode.SetNodeReferenceID(segmentationNode.GetReferenceImageGeometryReferenceRole(), ctNode.GetID())
+    segmentation = segmentationNode.GetSegmentation()
+    if segmentation.GetSegment(segmentId) is None:
+        segmentation.AddEmptySegment(segmentId, name, list(color))
+    segment = segmentation.GetSegment(segmentId)
+    segment.SetTag(segment.GetTerminologyEntryTagName(), terminology)
 
 
 class _modifying:
@@ -454,13 +508,10 @@ def candidateMask(heatmapArray: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def setThreshold(result: DetectionResult, threshold: float) -> None:
-    """Show only heatmap values >= threshold and make the candidate segment exactly those voxels.
+    """Make the candidate segment (the cyan outline) exactly the voxels with heatmap >= threshold.
 
-    Changes display properties and the candidate segmentation; never the heatmap's voxels.
+    Changes the candidate segmentation only: the heatmap keeps its own window and its voxels.
     """
-    displayNode = result.heatmapNode.GetDisplayNode()
-    if displayNode is not None:
-        displayNode.SetThreshold(threshold, 1.0)
     updateCandidates(result, threshold)
 
 
@@ -519,13 +570,33 @@ def peakPosition(heatmapNode) -> tuple[np.ndarray, float]:
     return ijkToWorld(heatmapNode, (i, j, k)), float(array[k, j, i])
 
 
-def jumpToPeak(heatmapNode) -> np.ndarray:
-    """Center every slice view on the heatmap's strongest voxel; returns its world RAS."""
-    ras, _ = peakPosition(heatmapNode)
-    slicer.vtkMRMLSliceNode.JumpAllSlices(
-        heatmapNode.GetScene(), *ras.tolist(), slicer.vtkMRMLSliceNode.CenteredJumpSlice
-    )
+def summaryOf(result: DetectionResult) -> contract.Summary:
+    """The engine's ``summary.json`` of this result (kept in the summary text node)."""
+    return contract.summaryFromDict(json.loads(result.summaryNode.GetText() or "{}"))
+
+
+def peakWorld(heatmapNode, peak: contract.Peak) -> np.ndarray:
+    """World RAS of one of the engine's peaks: its voxel through the node's transforms, else its RAS."""
+    if peak.peakIjk is not None:
+        return ijkToWorld(heatmapNode, peak.peakIjk)
+    return np.asarray(peak.peakRas, float)
+
+
+def jumpTo(scene, ras) -> np.ndarray:
+    """Center every slice view on a world RAS point."""
+    ras = np.asarray(ras, float)
+    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *ras.tolist(), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
     return ras
+
+
+def jumpToPeak(heatmapNode, result: DetectionResult | None = None) -> np.ndarray:
+    """Center the slice views on the engine's strongest ranked peak (its first ``summary.json`` peak).
+
+    Without a result, or when the engine reported no peak, on the heatmap's maximum instead.
+    """
+    peaks = summaryOf(result).peaks if result is not None else []
+    ras = peakWorld(heatmapNode, peaks[0]) if peaks else peakPosition(heatmapNode)[0]
+    return jumpTo(heatmapNode.GetScene(), ras)
 
 
 # -- tables and subject hierarchy ---------------------------------------------------------------
@@ -601,3 +672,73 @@ def placeInStudyFolder(ctNode, nodes: list) -> int:
         else:
             shNode.CreateItem(folder, node)
     return folder
+
+
+# -- the pancreas as an editable segment ----------------------------------------------------------
+
+
+def findPancreasSegment(ctNode) -> tuple | None:
+    """(segmentation node, segment id) of the CT's PancDiff pancreas segment, if it has a non-empty one."""
+    node = _resultNodes(ctNode).get(PANCREAS_ROLE)
+    if node is None or node.GetSegmentation().GetSegment(PANCREAS_SEGMENT_ID) is None:
+        return None
+    return node, PANCREAS_SEGMENT_ID
+
+
+def importPancreasMask(ctNode, maskPath: str | Path) -> tuple:
+    """Show the pancreas mask a run used as the CT's editable pancreas segment (made once, then replaced).
+
+    Returns (segmentation node, segment id). The segment carries the SNOMED terminology of the
+    pancreas and refers to the CT, so it can be edited in Segment Editor and exported as DICOM SEG.
+    """
+    array, matrix = readImageFile(maskPath)
+    if array.shape != arrayFromVolume(ctNode).shape:
+        raise ResultError(f"{maskPath} is not on the voxel grid of '{ctNode.GetName()}'")
+    found = _resultNodes(ctNode)
+    node = _resultNode(ctNode, found, PANCREAS_ROLE, "vtkMRMLSegmentationNode", f"{ctNode.GetName()} pancreas")
+    ensureSegmentationConverters()
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    node.SetAndObserveTransformNodeID(ctNode.GetTransformNodeID())
+    _codedSegment(node, ctNode, PANCREAS_SEGMENT_ID, "Pancreas", PANCREAS_COLOR, PANCREAS_TERMINOLOGY)
+    labelmap = slicer.vtkOrientedImageData()
+    nk, nj, ni = array.shape
+    labelmap.SetExtent(0, ni - 1, 0, nj - 1, 0, nk - 1)
+    labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(array.shape)[:] = array > 0
+    labelmap.SetImageToWorldMatrix(vtkMatrixFromArray(ijkToRas(ctNode)))
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    if not logic.SetBinaryLabelmapToSegment(labelmap, node, PANCREAS_SEGMENT_ID, logic.MODE_REPLACE):
+        raise RuntimeError("Updating the pancreas segment failed")
+    displayNode = node.GetDisplayNode()
+    with _modifying(displayNode):
+        displayNode.SetVisibility2DFill(False)
+        displayNode.SetVisibility2DOutline(True)
+    placeInStudyFolder(ctNode, [node])
+    return node, PANCREAS_SEGMENT_ID
+
+
+# -- p(tumor) per slice as a plot -----------------------------------------------------------------
+
+
+def probabilityPlot(ctNode, sliceTableNode):
+    """A plot chart of the slice table's tumor probability against slice index (made once per CT)."""
+    found = _resultNodes(ctNode)
+    name = ctNode.GetName()
+    series = _resultNode(ctNode, found, PLOT_SERIES_ROLE, "vtkMRMLPlotSeriesNode", f"{name} p(tumor)")
+    series.SetAndObserveTableNodeID(sliceTableNode.GetID())
+    series.SetXColumnName("Slice")
+    series.SetYColumnName("Tumor probability")
+    series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+    series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle)
+    series.SetColor(*CANDIDATE_COLOR)
+    chart = _resultNode(ctNode, found, PLOT_CHART_ROLE, "vtkMRMLPlotChartNode", f"{name} p(tumor) per slice")
+    chart.SetAndObservePlotSeriesNodeID(series.GetID())
+    chart.SetTitle("Classifier p(tumor) per slice (uncalibrated)")
+    chart.SetXAxisTitle("Slice (k)")
+    chart.SetYAxisTitle("p(tumor)")
+    chart.SetYAxisRange(0.0, 1.0)
+    chart.SetYAxisRangeAuto(False)
+    chart.SetLegendVisibility(False)
+    placeInStudyFolder(ctNode, [chart, series])
+    return chart

@@ -30,6 +30,7 @@ EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_DEPENDENCY, EXIT_CANCELLED = 0, 1, 2, 3, 130
 # name -> one line for ``pancdiff --help``; the module's docstring is the subcommand's description.
 COMMANDS: dict[str, str] = {
     "detect": "find pancreatic tumors in one CT or a cohort: heatmap, candidates, report",
+    "pancreas": "find the pancreas with TotalSegmentator and write it as a mask (the Slicer module's first step)",
     "demo": "run detection on the bundled sample CT, as is and with a simulated lesion",
     "evaluate": "measure the classifier and the maps on a labelled dataset",
     "train": "train the diffusion model or the noisy classifier",
