@@ -20,10 +20,19 @@ TINY_NETWORK = NetworkConfig(
 )
 
 
-def write_slice_folder(root: Path, cases_per_class: int = 4, slices_per_case: int = 3, seed: int = 0) -> Path:
-    """pancreas-tc-like folder: healthy crops ~100x70 px, tumor crops ~60x50 px with a dark blob."""
+def write_slice_folder(
+    root: Path, cases_per_class: int = 4, slices_per_case: int = 3, seed: int = 0, with_labels: bool = False
+) -> Path:
+    """pancreas-tc-like folder: healthy crops ~100x70 px, tumor crops ~60x50 px with a dark blob.
+
+    ``with_labels`` adds the pixel-label columns of LABELS.md: a label map (1 pancreas: a central
+    ellipse; 2 tumor: the blob) and, for tumor crops, a binary tumor mask.
+    """
     rng = np.random.default_rng(seed)
     (root / "slices").mkdir(parents=True)
+    if with_labels:
+        (root / "labels").mkdir()
+        (root / "masks").mkdir()
     rows = []
     for label in (0, 1):
         for c in range(cases_per_class):
@@ -35,16 +44,26 @@ def write_slice_folder(root: Path, cases_per_class: int = 4, slices_per_case: in
                     else (rng.integers(65, 80), rng.integers(90, 115))
                 )
                 img = np.clip(0.45 + 0.05 * rng.standard_normal((h, w)), 0, 1)
+                yy, xx = np.mgrid[:h, :w]
+                blob = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < 64
                 if label:
-                    yy, xx = np.mgrid[:h, :w]
-                    img[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < 64] -= 0.15
+                    img[blob] -= 0.15
                 name = f"slices/{case}_{k}.png"
                 rgba = np.repeat((np.clip(img, 0, 1) * 255).astype(np.uint8)[..., None], 4, axis=2)
                 rgba[..., 3] = 255
                 Image.fromarray(rgba, "RGBA").save(root / name)
-                rows.append({"file": name, "case": case, "tumor": label})
+                row = {"file": name, "case": case, "tumor": label}
+                if with_labels:
+                    labels = (((yy - h / 2) / (0.35 * h)) ** 2 + ((xx - w / 2) / (0.4 * w)) ** 2 < 1).astype(np.uint8)
+                    if label:
+                        labels[blob] = 2
+                        row["mask"] = f"masks/{case}_{k}_tumor.png"
+                        Image.fromarray((blob * 255).astype(np.uint8)).save(root / row["mask"])
+                    row["labels"] = f"labels/{case}_{k}_labels.png"
+                    Image.fromarray(labels).save(root / row["labels"])
+                rows.append(row)
     with (root / "manifest.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, ["file", "case", "tumor"])
+        writer = csv.DictWriter(fh, ["file", "case", "tumor"] + (["mask", "labels"] if with_labels else []))
         writer.writeheader()
         writer.writerows(rows)
     return root

@@ -27,6 +27,8 @@ class NetworkConfig:
     """Sizes of the epsilon-UNet and of the noisy classifier (the UNet's encoder half).
 
     Defaults are sized for training on a 2-core CPU in about two hours (64x64 crops).
+    ``classifier_pooling``: "mean" (global average, the first bundle) or "lse" (per-position logits
+    and a smooth max, which keeps a small lesion's evidence and puts the gradient on it).
     """
 
     image_size: int = 64
@@ -38,6 +40,7 @@ class NetworkConfig:
     num_head_channels: int = 16
     classifier_channels: tuple[int, ...] = (32, 64, 128)
     classifier_attention_levels: tuple[bool, ...] = (False, False, False)
+    classifier_pooling: str = "mean"
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,18 @@ class DetectConfig:
         map_scale: anomaly value that maps to 1.0 under "calibrated" normalization.
         batch_size: slices per batch; None adapts to the device's memory.
         device: "auto" (cuda, then mps, then cpu), "cuda", "mps" or "cpu".
+        edge_mm: the map is not used within this distance of a canvas support's edge (crop border,
+            tile seam, fill, air), where reconstructions fail whatever the tissue
+            (``pancdiff.postprocess``).
+        min_anomaly: smoothed |x - x_hat| (as a fraction of the HU window: 0.05 = 20 HU of the
+            default 400 HU window) below which no voxel becomes a candidate; per-slice normalization
+            would otherwise make a candidate of pure noise. 0 = off.
+        pancreas_margin_mm: heatmap, candidates and peaks only within this distance of the pancreas
+            mask, where a pancreatic tumor can be.
+        guidance: "noisy" (the paper: the classifier sees x_t and t) or "x0" (the classifier sees
+            the UNet's predicted clean slice at t = 0, where it separates lesions best).
+        map_kind: "input" (the paper: |x - x_hat|) or "guidance" (|x_hat_unguided - x_hat|, both
+            decoded from the same latent, so the inversion's own error cancels; K more UNet passes).
     """
 
     scale: float = 7.0
@@ -91,6 +106,11 @@ class DetectConfig:
     map_scale: float = 0.0
     batch_size: int | None = None
     device: str = "auto"
+    edge_mm: float = 3.0
+    min_anomaly: float = 0.05
+    pancreas_margin_mm: float = 5.0
+    guidance: str = "noisy"
+    map_kind: str = "input"
 
     def __post_init__(self) -> None:
         if self.scale < 0:
@@ -105,6 +125,16 @@ class DetectConfig:
             raise InputError(f"normalization must be slice or calibrated, got {self.normalization!r}")
         if self.normalization == "calibrated" and not self.map_scale > 0:
             raise InputError("calibrated normalization needs the model's map_scale > 0 (see its model card)")
+        if self.guidance not in ("noisy", "x0"):
+            raise InputError(f"guidance must be noisy or x0, got {self.guidance!r}")
+        if self.map_kind not in ("input", "guidance"):
+            raise InputError(f"map kind must be input or guidance, got {self.map_kind!r}")
+        if not 0.0 <= self.edge_mm <= 20.0:
+            raise InputError(f"edge_mm must be in 0..20 mm, got {self.edge_mm}")
+        if not 0.0 <= self.min_anomaly < 1.0:
+            raise InputError(f"min_anomaly must be in [0, 1), got {self.min_anomaly}")
+        if not 0.0 <= self.pancreas_margin_mm <= 50.0:
+            raise InputError(f"pancreas margin must be in 0..50 mm, got {self.pancreas_margin_mm}")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.device not in ("auto", "cuda", "mps", "cpu") and not self.device.startswith("cuda:"):

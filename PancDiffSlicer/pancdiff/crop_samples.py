@@ -1,14 +1,16 @@
-"""Stored pancreas-box crops (slice-folder format) turned into model canvases for training.
+"""Stored pancreas-box crops (slice-folder format) turned into model canvases.
 
-pancreas-tc's confound: tumor crops (MSD) are smaller boxes than healthy crops (NIH), so the
-visible-box size alone predicts the label. ``size_match`` cuts each healthy crop to a box whose
-size is drawn from the *tumor* crops' size distribution, at a random place inside it, so both
-classes show boxes of the same size distribution (healthy pancreas tissue stays healthy when cut).
+Every crop goes through the same cut whatever its label: a field of at most ``support_mm`` centred
+on the pancreas (the organ mask's centroid where a label map exists, the crop centre otherwise),
+optionally shrunk by a random fraction drawn the same way for every crop. Nothing here reads the
+tumor label, so preprocessing cannot hand the classifier (or an evaluation) the answer. The crop
+size itself still differs between the two hospitals of pancreas-tc; ``evaluate`` measures what that
+alone would score, and the classifier trains on counterfactual pairs where it cannot help.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -19,18 +21,19 @@ from .config import PreprocessConfig
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training-time augmentation; all off except size matching and mild intensity jitter.
+    """Training-time augmentation, identical for every class.
 
     Attributes:
-        size_match: cut healthy crops to tumor-crop sizes (fights the crop-size confound).
-        shift_mm: uniform random shift of the canvas center.
+        box_fraction: each side of the visible box is the crop's side times U(box_fraction)
+            (capped at ``support_mm``); (1, 1) keeps the whole crop.
+        shift_mm: uniform random shift of the canvas centre.
         rotate_deg: uniform random in-plane rotation.
         flip_lr: random left-right flips (off: anatomy is not left-right symmetric).
         intensity_scale: relative contrast jitter (fights global-intensity site differences).
         intensity_shift: additive jitter in window units.
     """
 
-    size_match: bool = True
+    box_fraction: tuple[float, float] = (0.6, 1.0)
     shift_mm: float = 3.0
     rotate_deg: float = 0.0
     flip_lr: bool = False
@@ -38,7 +41,22 @@ class AugmentConfig:
     intensity_shift: float = 0.02
 
 
-NO_AUGMENT = AugmentConfig(shift_mm=0.0, intensity_scale=0.0, intensity_shift=0.0)
+NO_AUGMENT = AugmentConfig(box_fraction=(1.0, 1.0), shift_mm=0.0, intensity_scale=0.0, intensity_shift=0.0)
+
+
+@dataclass
+class Canvas:
+    """One model input and what travels with it, all (S, S).
+
+    Attributes:
+        x: float32 in [0, 1]. valid: bool support. organ: bool pancreas (or None). masks: named
+        bool masks carried along (e.g. "tumor"), nearest-neighbour and clipped to the support.
+    """
+
+    x: np.ndarray
+    valid: np.ndarray
+    organ: np.ndarray | None = None
+    masks: dict = field(default_factory=dict)
 
 
 class CropSampler:
@@ -46,10 +64,10 @@ class CropSampler:
 
     Args:
         images: (H_i, W_i) float32 crops in [0, 1] (the pancreas box of one slice each).
-        labels: 1 tumor, 0 healthy, per crop.
+        labels: 1 tumor, 0 healthy, per crop (kept for the caller; the cut never reads them).
         preprocess: model-input geometry (canvas size, pixel spacing, support size, fill).
         spacing_mm: pixel spacing of the stored crops (pancreas-tc: ~0.8 mm, not recorded per image).
-        reference_sizes_mm: (M, 2) box sizes healthy crops are matched to (tumor crops' sizes).
+        organs: (H_i, W_i) bool pancreas masks (organ incl. tumor) or None per crop.
     """
 
     def __init__(
@@ -58,14 +76,13 @@ class CropSampler:
         labels: list[int],
         preprocess: PreprocessConfig,
         spacing_mm: float = 0.8,
-        reference_sizes_mm: np.ndarray | None = None,
+        organs: list[np.ndarray | None] | None = None,
     ) -> None:
         self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
         self.preprocess, self.spacing = preprocess, spacing_mm
-        if reference_sizes_mm is None:
-            tumor = [im.shape for im, y in zip(images, labels) if y == 1]
-            reference_sizes_mm = np.asarray(tumor, dtype=float) * spacing_mm if tumor else None
-        self.reference_sizes_mm = reference_sizes_mm
+        self.organs = list(organs) if organs is not None else [None] * len(images)
+        if len(self.organs) != len(images):
+            raise ValueError("one organ mask (or None) per image")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -74,47 +91,62 @@ class CropSampler:
         self, i: int, rng: np.random.Generator, aug: AugmentConfig = NO_AUGMENT
     ) -> tuple[np.ndarray, np.ndarray]:
         """Canvas and support of crop ``i``: ((S, S) float32 in [0, 1], (S, S) bool)."""
-        canvas, valid, _ = self.sample_masked(i, rng, aug)
-        return canvas, valid
+        c = self.canvas(i, rng, aug)
+        return c.x, c.valid
 
-    def sample_masked(
-        self, i: int, rng: np.random.Generator, aug: AugmentConfig = NO_AUGMENT, mask: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Like ``sample``, also carrying a (H, W) tumor mask onto the canvas (nearest neighbour)."""
-        image = self.images[i]
+    def canvas(
+        self, i: int, rng: np.random.Generator, aug: AugmentConfig = NO_AUGMENT, masks: dict | None = None
+    ) -> Canvas:
+        """Crop ``i`` as a model canvas, its organ mask and any (H, W) ``masks`` carried onto it."""
+        image, organ = self.images[i], self.organs[i]
         h, w = image.shape
-        box = np.array([h, w], dtype=float)
-        if aug.size_match and self.labels[i] == 0 and self.reference_sizes_mm is not None:
-            box = np.minimum(box, self.reference_sizes_mm[rng.integers(len(self.reference_sizes_mm))] / self.spacing)
-        box = np.maximum(np.minimum(box, self.preprocess.support_mm / self.spacing), 1.0)
-        box = np.round(box).astype(int)
-        top = rng.integers(0, h - box[0] + 1)
-        left = rng.integers(0, w - box[1] + 1)
+        limit = self.preprocess.support_mm / self.spacing
+        frac = rng.uniform(*aug.box_fraction, size=2) if aug.box_fraction != (1.0, 1.0) else np.ones(2)
+        box = np.maximum(np.round(np.minimum(np.array([h, w]) * frac, limit)), 1).astype(int)
+        if organ is not None and organ.any():
+            centre = np.argwhere(organ).mean(axis=0)
+        else:
+            centre = np.array([(h - 1) / 2, (w - 1) / 2])
+        top = int(np.clip(round(centre[0] - (box[0] - 1) / 2), 0, h - box[0]))
+        left = int(np.clip(round(centre[1] - (box[1] - 1) / 2), 0, w - box[1]))
         support = np.zeros((h, w), dtype=bool)
         support[top : top + box[0], left : left + box[1]] = True
-        center = np.array([top + (box[0] - 1) / 2, left + (box[1] - 1) / 2])
+        if self.preprocess.remove_surroundings and organ is not None and organ.any():
+            grow = max(1, int(round(self.preprocess.margin_mm / self.spacing)))
+            support &= ndimage.binary_dilation(organ, iterations=grow)
+        centre = np.array([top + (box[0] - 1) / 2, left + (box[1] - 1) / 2])
         if aug.shift_mm:
-            center += rng.uniform(-aug.shift_mm, aug.shift_mm, 2) / self.spacing
+            centre = centre + rng.uniform(-aug.shift_mm, aug.shift_mm, 2) / self.spacing
         transform = CanvasTransform(
-            center=(float(center[0]), float(center[1])),
+            center=(float(centre[0]), float(centre[1])),
             spacing=(self.spacing, self.spacing),
             canvas_spacing=self.preprocess.pixel_spacing_mm,
             size=self.preprocess.image_size,
         )
-        canvas, valid = to_model_input(image, support, transform, self.preprocess.fill)
-        mask_canvas = None if mask is None else (transform.to_canvas(mask.astype(np.float32), order=0) > 0.5) & valid
+        x, valid = to_model_input(image, support, transform, self.preprocess.fill)
+
+        def carry(m: np.ndarray) -> np.ndarray:
+            return (transform.to_canvas(m.astype(np.float32), order=0) > 0.5) & valid
+
+        organ_c = None if organ is None else carry(organ)
+        carried = {k: carry(m) for k, m in (masks or {}).items()}
         if aug.rotate_deg:
             angle = rng.uniform(-aug.rotate_deg, aug.rotate_deg)
-            canvas = ndimage.rotate(canvas, angle, reshape=False, order=1, cval=self.preprocess.fill)
-            valid = ndimage.rotate(valid.astype(np.float32), angle, reshape=False, order=0) > 0.5
-            canvas[~valid] = self.preprocess.fill
-            if mask_canvas is not None:
-                mask_canvas = ndimage.rotate(mask_canvas.astype(np.float32), angle, reshape=False, order=0) > 0.5
+
+            def rot(m: np.ndarray) -> np.ndarray:
+                return ndimage.rotate(m.astype(np.float32), angle, reshape=False, order=0) > 0.5
+
+            x = ndimage.rotate(x, angle, reshape=False, order=1, cval=self.preprocess.fill)
+            valid = rot(valid)
+            x[~valid] = self.preprocess.fill
+            organ_c = None if organ_c is None else rot(organ_c) & valid
+            carried = {k: rot(m) & valid for k, m in carried.items()}
         if aug.flip_lr and rng.random() < 0.5:
-            canvas, valid = canvas[:, ::-1].copy(), valid[:, ::-1].copy()
-            mask_canvas = None if mask_canvas is None else mask_canvas[:, ::-1].copy()
+            x, valid = x[:, ::-1].copy(), valid[:, ::-1].copy()
+            organ_c = None if organ_c is None else organ_c[:, ::-1].copy()
+            carried = {k: m[:, ::-1].copy() for k, m in carried.items()}
         if aug.intensity_scale or aug.intensity_shift:
             gain = 1 + rng.uniform(-aug.intensity_scale, aug.intensity_scale)
             offset = rng.uniform(-aug.intensity_shift, aug.intensity_shift)
-            canvas = np.where(valid, np.clip(canvas * gain + offset, 0, 1), canvas).astype(np.float32)
-        return canvas, valid, mask_canvas
+            x = np.where(valid, np.clip(x * gain + offset, 0, 1), x).astype(np.float32)
+        return Canvas(x.astype(np.float32), valid, organ_c, carried)

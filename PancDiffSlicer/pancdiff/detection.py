@@ -45,8 +45,10 @@ class DetectionResult:
 
 
 def evaluations_per_slice(cfg: DetectConfig) -> int:
-    """K encoding + K decoding UNet passes, K classifier gradients when guided, 1 confidence pass."""
-    return 2 * cfg.steps + (cfg.steps if cfg.scale > 0 else 0) + 1
+    """K encoding + K decoding UNet passes, K classifier gradients when guided, K more UNet passes
+    for the unguided decode of the "guidance" map, 1 confidence pass."""
+    unguided = cfg.steps if cfg.map_kind == "guidance" and cfg.scale > 0 else 0
+    return 2 * cfg.steps + (cfg.steps if cfg.scale > 0 else 0) + unguided + 1
 
 
 def smooth_maps(anomaly: np.ndarray, smooth_sigma_px: float = 0.0) -> np.ndarray:
@@ -116,26 +118,91 @@ class Detector:
             t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             return torch.softmax(self.bundle.classifier(x, t).float(), dim=1)[:, TUMOR]
 
+    def encode(self, x: torch.Tensor, on_step: Callable[[], None] | None = None) -> torch.Tensor:
+        """Deterministic latent x_N of x (eq. 14). It depends on N and K only, never on S."""
+        eps = self.eps if on_step is None else _counting(self.eps, on_step)
+        return ddim_encode(x, eps, self.grid, self.alpha_bar)
+
+    def decode(
+        self,
+        x_n: torch.Tensor,
+        scale: float,
+        on_step: Callable[[], None] | None = None,
+        guidance: str | None = None,
+    ) -> torch.Tensor:
+        """Reconstruction from the latent, guided toward healthy with scale S (0 = plain); ``guidance``
+        overrides the configured kind (an evaluation compares both on one latent)."""
+        eps = self.eps if on_step is None else _counting(self.eps, on_step)
+        grad = self.grad_log_healthy if scale > 0 else None
+        return ddim_decode(x_n, eps, self.grid, self.alpha_bar, grad, scale, guidance or self.cfg.guidance)
+
     def reconstruct(self, x: torch.Tensor, on_step: Callable[[], None] | None = None) -> torch.Tensor:
         """Healthy reconstruction x_hat of x: (B, 1, S, S) in [0, 1] on ``self.device``."""
-        eps = self.eps if on_step is None else _counting(self.eps, on_step)
-        x_n = ddim_encode(x, eps, self.grid, self.alpha_bar)
-        grad = self.grad_log_healthy if self.cfg.scale > 0 else None
-        return ddim_decode(x_n, eps, self.grid, self.alpha_bar, grad, self.cfg.scale)
+        return self.decode(self.encode(x, on_step), self.cfg.scale, on_step)
+
+    def _maps(self, xb: torch.Tensor, scales: list[float], tick) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+        """One encoding, one decode per S (plus an unguided one when the map needs it):
+        {S: (reconstruction, raw anomaly)} as (B, S, S) arrays, before the support is applied."""
+        x_n = self.encode(xb, tick)
+        need_plain = self.cfg.map_kind == "guidance" and any(s > 0 for s in scales)
+        plain = self.decode(x_n, 0.0, tick) if need_plain or 0.0 in scales else None
+        x_np = xb[:, 0].float().cpu().numpy()
+        out = {}
+        for scale in scales:
+            rec = plain if scale == 0.0 else self.decode(x_n, scale, tick)
+            rec_np = rec[:, 0].float().cpu().numpy()
+            if self.cfg.map_kind == "guidance":
+                ref = x_np if scale == 0.0 else plain[:, 0].float().cpu().numpy()
+            else:
+                ref = x_np
+            out[scale] = (rec_np, np.abs(ref - rec_np))  # one channel: the channel sum is itself
+        return out
 
     # -- the whole detection ---------------------------------------------------------------------
     def detect(
         self, x: np.ndarray, valid: np.ndarray | None = None, progress: Progress | None = None
     ) -> DetectionResult:
         """Detect anomalies in canvases ``x`` (B, S, S) in [0, 1]; ``valid`` (B, S, S) bool support."""
+        grid = self.anomaly_grid(x, valid, [self.cfg.scale], progress, with_probability=True)
+        recon, anomaly, probs = grid["reconstruction"][self.cfg.scale], grid["anomaly"][self.cfg.scale], grid["p"]
+        valid = grid["valid"]
+        normalized = normalize_maps(anomaly, valid, self.cfg)
+        return DetectionResult(
+            reconstruction=recon,
+            anomaly=anomaly,
+            normalized=normalized,
+            candidates=normalized >= self.cfg.threshold,
+            tumor_probability=probs,
+            evaluations_per_slice=evaluations_per_slice(self.cfg),
+        )
+
+    def anomaly_grid(
+        self,
+        x: np.ndarray,
+        valid: np.ndarray | None,
+        scales: list[float],
+        progress: Progress | None = None,
+        with_probability: bool = False,
+    ) -> dict:
+        """Raw maps for several guidance scales from one encoding per slice.
+
+        Returns:
+            {"reconstruction": {S: (B, S, S)}, "anomaly": {S: (B, S, S), 0 outside the support},
+            "p": (B,) p(tumor | x, t = 0) or None, "valid": (B, S, S) bool}.
+        """
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 3:
             raise ValueError(f"expected canvases (B, S, S), got shape {x.shape}")
         valid = np.ones(x.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-        recon = np.empty_like(x)
-        probs = np.empty(len(x), dtype=np.float32)
+        scales = [float(s) for s in scales]
+        recon = {s: np.empty_like(x) for s in scales}
+        anomaly = {s: np.empty_like(x) for s in scales}
+        probs = np.empty(len(x), dtype=np.float32) if with_probability else None
+        k = len(self.grid) - 1
+        need_plain = self.cfg.map_kind == "guidance" and any(s > 0 for s in scales)
+        passes_per_batch = k * (1 + len(scales) + (1 if need_plain and 0.0 not in scales else 0))
         batch = self.cfg.batch_size or self._auto_batch_size()
-        total_steps = 2 * (len(self.grid) - 1) * int(np.ceil(len(x) / batch)) if len(x) else 0
+        total_steps = passes_per_batch * int(np.ceil(len(x) / batch)) if len(x) else 0
         done = [0]
 
         def tick() -> None:
@@ -147,26 +214,21 @@ class Detector:
         while start < len(x):
             xb = torch.from_numpy(x[start : start + batch])[:, None].to(self.device)
             try:
-                probs[start : start + len(xb)] = self.tumor_probability(xb).cpu().numpy()
-                recon[start : start + len(xb)] = self.reconstruct(xb, tick)[:, 0].float().cpu().numpy()
+                if probs is not None:
+                    probs[start : start + len(xb)] = self.tumor_probability(xb).cpu().numpy()
+                for scale, (rec, raw) in self._maps(xb, scales, tick).items():
+                    recon[scale][start : start + len(xb)] = rec
+                    anomaly[scale][start : start + len(xb)] = raw
             except torch.cuda.OutOfMemoryError:
                 if batch == 1:
                     raise
                 torch.cuda.empty_cache()
                 batch = max(1, batch // 2)
-                total_steps = done[0] + 2 * (len(self.grid) - 1) * int(np.ceil((len(x) - start) / batch))
+                total_steps = done[0] + passes_per_batch * int(np.ceil((len(x) - start) / batch))
                 continue
             start += len(xb)
-        anomaly = np.where(valid, np.abs(x - recon), 0.0).astype(np.float32)  # one channel: the sum is itself
-        normalized = normalize_maps(anomaly, valid, self.cfg)
-        return DetectionResult(
-            reconstruction=recon,
-            anomaly=anomaly,
-            normalized=normalized,
-            candidates=normalized >= self.cfg.threshold,
-            tumor_probability=probs,
-            evaluations_per_slice=evaluations_per_slice(self.cfg),
-        )
+        anomaly = {s: np.where(valid, a, 0.0).astype(np.float32) for s, a in anomaly.items()}
+        return {"reconstruction": recon, "anomaly": anomaly, "p": probs, "valid": valid}
 
     def _auto_batch_size(self) -> int:
         """CPU: 32 (cache-friendly); GPU: what a quarter of free memory holds, at most 512."""

@@ -1,57 +1,92 @@
 """Honest evaluation: what a user gets at the model's operating point, not a test-set-tuned figure.
 
-On a slice folder (or MSD) the classifier is scored on real labels; localization is scored where
-masks exist, and on *simulated* lesions inserted into the healthy slices otherwise (same site, same
-crop; only the lesion differs). Confound probes show what crop size or mean intensity alone would
-score. Baselines in the same table: S = 0 (plain reconstruction) and a low-attenuation threshold.
+Localization is scored on two kinds of truth, side by side: **real tumor outlines** (slice-folder
+``mask`` / ``labels`` columns, or MSD label 2) and **simulated lesions** inserted into healthy slices
+inside their pancreas (same crop, only the lesion differs). Every figure stands beside what a method
+with no model gets: marking the whole pancreas zone (its Dice; its AUPRC is the tumor prevalence),
+a low-attenuation threshold, and the chance that a map's peak lands in the tumor. Maps are scored
+inside the *pancreas zone* (the organ mask dilated by ``zone_margin_mm``, what detection on a CT
+restricts candidates to) where an organ mask exists, and over the whole support otherwise.
+Confound probes show what crop size or mean intensity alone would score on the real labels.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from .config import DetectConfig, to_dict
 from .crop_samples import NO_AUGMENT, CropSampler
-from .datasets.slice_folder import load_slice_image, read_manifest
+from .datasets.slice_folder import load_label_map, load_slice_image, read_manifest
 from .detection import Detector, normalize_maps, normalize_per_slice, smooth_maps
 from .errors import InputError
 from .lesions import LesionConfig, insert_lesion
 from .metrics import auroc, average_precision, dice
 from .progress import QUIET, Reporter, StepProgress
-from .train import classifier_probabilities
+from .train import classifier_probabilities, paired_auroc
 from .weights import ModelBundle
 
 THRESHOLDS = tuple(np.round(np.arange(0.10, 0.95, 0.05), 2))
+MAP_KINDS = ("input", "guidance")
+
+
+@dataclass
+class Lesions:
+    """Slices with a known tumor outline, all (L, S, S).
+
+    Attributes:
+        kind: "real" (outlines from the data) or "simulated" (inserted into healthy slices).
+        zone: where maps are scored (pancreas + margin where known, else the support).
+        clean: the same slices without the lesion (simulated only), else None.
+    """
+
+    kind: str
+    x: np.ndarray
+    valid: np.ndarray
+    mask: np.ndarray
+    zone: np.ndarray
+    clean: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
 
 
 @dataclass
 class EvalSet:
-    """Canvases to score. ``masks`` only for slices in ``lesion_index`` (real masks or simulated).
+    """Canvases to score.
 
     Attributes:
-        x, valid: (B, S, S) canvases and supports, real slices (labels ``y``).
-        lesion_x, lesion_valid, lesion_mask: (L, S, S) slices with a known tumor mask.
-        lesion_clean: (L, S, S) the same slices without the lesion (simulated) or None (real masks).
-        mask_source: "masks" (from the data) or "simulated lesions in healthy slices".
+        x, valid, zone: (B, S, S) canvases, supports and scoring zones of every slice (labels ``y``).
+        lesions: {"real": Lesions, "simulated": Lesions}, either may be missing.
+        source: what the truth is, in words.
         crop_area, crop_mean: (B,) raw crop area (pixels) and mean intensity, for confound probes.
     """
 
     x: np.ndarray
     valid: np.ndarray
+    zone: np.ndarray
     y: np.ndarray
     cases: list[str]
-    lesion_x: np.ndarray
-    lesion_valid: np.ndarray
-    lesion_mask: np.ndarray
-    lesion_clean: np.ndarray | None
-    mask_source: str
-    crop_area: np.ndarray
-    crop_mean: np.ndarray
+    lesions: dict = field(default_factory=dict)
+    source: str = ""
+    crop_area: np.ndarray | None = None
+    crop_mean: np.ndarray | None = None
+
+    @property
+    def healthy(self) -> np.ndarray:
+        return self.y == 0
+
+
+def pancreas_zone(organ: np.ndarray | None, valid: np.ndarray, margin_px: int) -> np.ndarray:
+    """(S, S) bool: the organ dilated by ``margin_px`` inside the support, or the support itself."""
+    if organ is None or not organ.any():
+        return valid.copy()
+    return ndimage.binary_dilation(organ, iterations=max(0, margin_px)) & valid if margin_px else organ & valid
 
 
 def build_eval_set(
@@ -62,66 +97,80 @@ def build_eval_set(
     seed: int = 1234,
     lesions: LesionConfig = LesionConfig(),
     paper_filter: bool = False,
+    zone_margin_mm: float = 5.0,
 ) -> EvalSet:
-    """Slices of ``cases`` (all if None) as model canvases, with masks or simulated lesions.
+    """Slices of ``cases`` (all if None) as model canvases, with real outlines and simulated lesions.
 
-    A slice folder's crops go through the size-matched sampler; an MSD Task07 folder's volumes go
-    through the same preprocessing as inference, with its tumor labels as masks.
+    A slice folder's crops go through the label-blind sampler (the same cut as training); an MSD
+    Task07 folder's volumes go through the same preprocessing as inference, with label 2 as outline.
     """
     root = Path(data_dir)
+    if not root.exists():
+        raise InputError(f"{root}: data folder does not exist")
     if (root / "dataset.json").is_file() and not (root / "manifest.csv").is_file():
-        return msd_eval_set(root, bundle, cases, paper_filter)
+        return msd_eval_set(root, bundle, cases, paper_filter, seed, lesions)
     if not (root / "manifest.csv").is_file():
         raise InputError(f"{root}: neither a slice folder (manifest.csv) nor MSD Task07 (dataset.json)")
     records = [r for r in read_manifest(root) if cases is None or r.case in cases]
     if not records:
         raise InputError(f"{root}: no slices for the requested cases")
     images = [load_slice_image(r.path) for r in records]
-    labels = [r.tumor for r in records]
-    sampler = CropSampler(images, labels, bundle.preprocess, spacing_mm)
+    organs = [load_label_map(r.labels) > 0 if r.labels is not None else None for r in records]
+    sampler = CropSampler(images, [r.tumor for r in records], bundle.preprocess, spacing_mm, organs)
     rng = np.random.default_rng(seed)
-    aug = dataclasses.replace(NO_AUGMENT, size_match=True)
-    xs, valids, masks = [], [], []
+    margin = int(round(zone_margin_mm / bundle.preprocess.pixel_spacing_mm))
+    xs, valids, zones, organ_c, outlines = [], [], [], [], []
     for i, rec in enumerate(records):
-        mask = load_slice_image(rec.mask) > 0.5 if rec.mask is not None else None
-        canvas, valid, mask_canvas = sampler.sample_masked(i, rng, aug, mask)
-        xs.append(canvas)
-        valids.append(valid)
-        masks.append(mask_canvas)
-    x, valid, y = np.stack(xs), np.stack(valids), np.asarray(labels)
-    with_mask = [i for i, m in enumerate(masks) if m is not None and m.any()]
-    if with_mask:
-        lesion = (x[with_mask], valid[with_mask], np.stack([masks[i] for i in with_mask]), None, "masks")
-    else:
-        lx, lv, lm, lc = [], [], [], []
-        for i in np.flatnonzero(y == 0):
-            inserted = insert_lesion(x[i], valid[i], rng, bundle.preprocess.pixel_spacing_mm, lesions)
-            if inserted is not None:
-                lx.append(inserted[0])
-                lv.append(valid[i])
-                lm.append(inserted[1])
-                lc.append(x[i])
-        if not lx:
-            raise InputError(f"{root}: no tumor masks and no healthy slices to insert lesions into")
-        lesion = (np.stack(lx), np.stack(lv), np.stack(lm), np.stack(lc), "simulated lesions in healthy slices")
+        masks = {"tumor": load_slice_image(rec.mask) > 0.5} if rec.mask is not None else {}
+        c = sampler.canvas(i, rng, NO_AUGMENT, masks)
+        xs.append(c.x)
+        valids.append(c.valid)
+        organ_c.append(c.organ)
+        zones.append(pancreas_zone(c.organ, c.valid, margin))
+        outlines.append(c.masks.get("tumor"))
+    x, valid, zone, y = np.stack(xs), np.stack(valids), np.stack(zones), np.array([r.tumor for r in records])
+    found = {}
+    real = [i for i, m in enumerate(outlines) if m is not None and m.any()]
+    if real:
+        found["real"] = Lesions("real", x[real], valid[real], np.stack([outlines[i] for i in real]), zone[real])
+    simulated = _simulate(x, valid, zone, organ_c, y, rng, lesions, bundle)
+    if simulated is not None:
+        found["simulated"] = simulated
+    if not found:
+        raise InputError(f"{root}: no tumor outlines and no healthy slices to insert lesions into")
     return EvalSet(
-        x=x,
-        valid=valid,
-        y=y,
-        cases=[r.case for r in records],
-        lesion_x=lesion[0],
-        lesion_valid=lesion[1],
-        lesion_mask=lesion[2],
-        lesion_clean=lesion[3],
-        mask_source=lesion[4],
+        x=x, valid=valid, zone=zone, y=y, cases=[r.case for r in records], lesions=found,
+        source="slice folder: real outlines from its mask column; lesions simulated inside the pancreas",
         crop_area=np.array([im.size for im in images], dtype=float),
         crop_mean=np.array([im.mean() for im in images]),
-    )
+    )  # fmt: skip
 
 
-def msd_eval_set(root: Path, bundle: ModelBundle, cases: set[str] | None, paper_filter: bool = False) -> EvalSet:
-    """MSD Task07 volumes as canvases (inference preprocessing), real tumor masks; cases default to
-    the 10 % held out by ``split_msd_cases`` (the paper's 90/10 split)."""
+def _simulate(x, valid, zone, organs, y, rng, cfg: LesionConfig, bundle: ModelBundle) -> Lesions | None:
+    """Healthy slices with a lesion inside their pancreas (anywhere in the support without an organ)."""
+    p = bundle.preprocess
+    keep, lx, lm = [], [], []
+    for i in np.flatnonzero(y == 0):
+        inserted = insert_lesion(x[i], valid[i], rng, p.pixel_spacing_mm, cfg, p.hu_window, organs[i])
+        if inserted is not None:
+            keep.append(i)
+            lx.append(inserted[0])
+            lm.append(inserted[1])
+    if not keep:
+        return None
+    return Lesions("simulated", np.stack(lx), valid[keep], np.stack(lm), zone[keep], x[keep])
+
+
+def msd_eval_set(
+    root: Path,
+    bundle: ModelBundle,
+    cases: set[str] | None,
+    paper_filter: bool = False,
+    seed: int = 1234,
+    lesions: LesionConfig = LesionConfig(),
+) -> EvalSet:
+    """MSD Task07 volumes as canvases (inference preprocessing), real tumor masks (label 2); cases
+    default to the 10 % held out by ``split_msd_cases`` (the paper's 90/10 split)."""
     from .datasets.msd import list_msd_cases, load_msd_slices, split_msd_cases
 
     if cases is None:
@@ -136,17 +185,24 @@ def msd_eval_set(root: Path, bundle: ModelBundle, cases: set[str] | None, paper_
     tumor = np.flatnonzero([m.any() for m in masks])
     if len(tumor) == 0:
         raise InputError(f"{root}: no tumor voxels (label 2) in the requested cases")
+    found = {"real": Lesions("real", x[tumor], valid[tumor], masks[tumor], valid[tumor])}
+    simulated = _simulate(x, valid, valid, [None] * len(x), y, np.random.default_rng(seed), lesions, bundle)
+    if simulated is not None:
+        found["simulated"] = simulated
     return EvalSet(
-        x=x, valid=valid, y=y, cases=[i.case for i in items],
-        lesion_x=x[tumor], lesion_valid=valid[tumor], lesion_mask=masks[tumor], lesion_clean=None,
-        mask_source="masks (MSD label 2)",
+        x=x, valid=valid, zone=valid.copy(), y=y, cases=[i.case for i in items], lesions=found,
+        source="MSD Task07 label 2 (real outlines); lesions simulated in its tumor-free slices",
         crop_area=valid.reshape(len(x), -1).sum(1).astype(float),
         crop_mean=np.array([c[v].mean() if v.any() else 0.0 for c, v in zip(x, valid)]),
     )  # fmt: skip
 
 
-def classifier_metrics(bundle: ModelBundle, data: EvalSet) -> dict:
-    """Slice-level accuracy and AUROC on real labels, and the same-site inserted-lesion AUROC."""
+# -- classifier -------------------------------------------------------------------------------------
+def classifier_metrics(bundle: ModelBundle, data: EvalSet, noise_level: int = 0) -> dict:
+    """Slice AUROC on real labels (site-confounded on pancreas-tc) and the paired AUROC on simulated
+    lesions (same crop with and without) at t = 0 and at the detection's noise level."""
+    from .diffusion import alpha_bar_schedule
+
     probs = classifier_probabilities(bundle.classifier, data.x, 0)
     out = {
         "accuracy": float(np.mean((probs >= 0.5) == (data.y == 1))),
@@ -154,42 +210,28 @@ def classifier_metrics(bundle: ModelBundle, data: EvalSet) -> dict:
         "n_tumor": int((data.y == 1).sum()),
         "n_healthy": int((data.y == 0).sum()),
     }
-    if data.lesion_clean is not None:
-        both = np.concatenate([data.lesion_clean, data.lesion_x])
-        labels = np.r_[np.zeros(len(data.lesion_x)), np.ones(len(data.lesion_x))]
-        out["auroc_inserted"] = auroc(labels, classifier_probabilities(bundle.classifier, both, 0))
+    sim = data.lesions.get("simulated")
+    if sim is not None:
+        out["auroc_paired_t0"] = paired_auroc(bundle.classifier, sim.clean, sim.x, 0)
+        if noise_level > 0:
+            alpha_bar = alpha_bar_schedule(bundle.schedule).float()
+            out["auroc_paired_tN"] = paired_auroc(bundle.classifier, sim.clean, sim.x, noise_level, alpha_bar)
+            out["paired_t"] = int(noise_level)
     return out
 
 
 def confound_probes(data: EvalSet) -> dict:
-    """AUROC that crop size or mean intensity alone reach on the raw crops (the confounds' strength)."""
+    """AUROC that crop size or mean intensity alone reach on the real labels (the confounds' strength)."""
+    if data.crop_area is None or len(set(data.y.tolist())) < 2:
+        return {}
     return {
         "auroc_crop_area_raw": auroc(data.y, -data.crop_area),
         "auroc_mean_intensity_raw": auroc(data.y, data.crop_mean),
-        "auroc_visible_area_size_matched": auroc(data.y, -data.valid.reshape(len(data.y), -1).sum(1)),
+        "auroc_visible_area": auroc(data.y, -data.valid.reshape(len(data.y), -1).sum(1)),
     }
 
 
-def segmentation_metrics(normalized: np.ndarray, masks: np.ndarray, valid: np.ndarray, threshold: float) -> dict:
-    """Mean Dice at ``threshold``, pixel AUPRC inside the support, and the best-threshold Dice (upper bound)."""
-    dices = {t: float(np.mean([dice(m >= t, g) for m, g in zip(normalized, masks)])) for t in THRESHOLDS}
-    at = float(np.mean([dice(m >= threshold, g) for m, g in zip(normalized, masks)]))
-    best = max(dices, key=dices.get)
-    return {
-        "dice": at,
-        "auprc": average_precision(masks[valid], normalized[valid]),
-        "dice_best_threshold": dices[best],
-        "best_threshold": float(best),
-        "n_slices": int(len(masks)),
-    }
-
-
-def fp_fraction(normalized: np.ndarray, valid: np.ndarray, threshold: float) -> float:
-    """Mean over healthy slices of the fraction of support pixels flagged."""
-    flagged = (normalized >= threshold) & valid
-    return float(np.mean(flagged.reshape(len(valid), -1).sum(1) / np.maximum(valid.reshape(len(valid), -1).sum(1), 1)))
-
-
+# -- maps -------------------------------------------------------------------------------------------
 def low_attenuation_map(x: np.ndarray, valid: np.ndarray, sigma_px: float = 1.0) -> np.ndarray:
     """Baseline: how much darker than the slice's median tissue each pixel is, per-slice normalized."""
     maps = []
@@ -197,6 +239,113 @@ def low_attenuation_map(x: np.ndarray, valid: np.ndarray, sigma_px: float = 1.0)
         ref = np.median(xi[vi]) if vi.any() else 0.0
         maps.append(np.where(vi, np.maximum(ref - xi, 0.0), 0.0))
     return np.where(valid, normalize_per_slice(np.stack(maps), sigma_px), 0.0)
+
+
+def in_zone(maps: np.ndarray, zone: np.ndarray) -> np.ndarray:
+    return np.where(zone, maps, 0.0).astype(np.float32)
+
+
+def zone_maps(raw: np.ndarray, zone: np.ndarray, cfg: DetectConfig) -> np.ndarray:
+    """Raw maps restricted to the zone, then normalized there (a peak outside cannot set the scale)."""
+    return normalize_maps(in_zone(raw, zone), zone, cfg)
+
+
+def segmentation_metrics(normalized: np.ndarray, masks: np.ndarray, zone: np.ndarray, threshold: float) -> dict:
+    """Dice at ``threshold`` and at the best threshold (an upper bound), pixel AUPRC in the zone,
+    and how often the map's peak lands in the tumor."""
+    dices = {t: float(np.mean([dice((m >= t) & z, g) for m, g, z in zip(normalized, masks, zone)])) for t in THRESHOLDS}
+    best = max(dices, key=dices.get)
+    return {
+        "dice": float(np.mean([dice((m >= threshold) & z, g) for m, g, z in zip(normalized, masks, zone)])),
+        "auprc": average_precision(masks[zone], normalized[zone]),
+        "dice_best_threshold": dices[best],
+        "best_threshold": float(best),
+        "peak_in_tumor": peak_in_tumor(normalized, masks, zone),
+        "n_slices": int(len(masks)),
+    }
+
+
+def peak_in_tumor(maps: np.ndarray, masks: np.ndarray, zone: np.ndarray) -> float:
+    """Fraction of slices whose strongest zone pixel is a tumor pixel."""
+    hits = []
+    for m, g, z in zip(maps, masks, zone):
+        if not z.any():
+            continue
+        masked = np.where(z, m, -np.inf)
+        hits.append(bool(g.flat[int(np.argmax(masked))]))
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def trivial_baselines(lesions: Lesions) -> dict:
+    """What needs no model: the whole zone marked (Dice; AUPRC = prevalence) and a random peak."""
+    zone, masks = lesions.zone, lesions.mask & lesions.zone
+    per_slice = masks.reshape(len(masks), -1).sum(1) / np.maximum(zone.reshape(len(zone), -1).sum(1), 1)
+    return {
+        "whole_zone_dice": float(np.mean([dice(z, g) for z, g in zip(zone, masks)])),
+        "prevalence": float(masks.sum() / max(zone.sum(), 1)),
+        "peak_in_tumor_chance": float(per_slice.mean()),
+        "tumor_fraction_of_zone": float(per_slice.mean()),
+    }
+
+
+def fp_fraction(normalized: np.ndarray, zone: np.ndarray, threshold: float) -> float:
+    """Mean over healthy slices of the fraction of zone pixels flagged."""
+    flagged = (normalized >= threshold) & zone
+    return float(np.mean(flagged.reshape(len(zone), -1).sum(1) / np.maximum(zone.reshape(len(zone), -1).sum(1), 1)))
+
+
+def calibrate_map_scale(healthy_anomaly: np.ndarray, zone: np.ndarray, sigma_px: float, quantile: float = 0.995):
+    """The smoothed anomaly value that only (1 - quantile) of healthy zone pixels exceed."""
+    return float(np.quantile(smooth_maps(healthy_anomaly, sigma_px)[zone], quantile))
+
+
+def raw_map_grid(
+    bundle: ModelBundle,
+    base: DetectConfig,
+    x: np.ndarray,
+    valid: np.ndarray,
+    scales,
+    guidances=("noisy",),
+    reporter: Reporter = QUIET,
+    label: str = "",
+) -> dict:
+    """Raw anomaly maps for every (guidance, map kind, S) at one N, from one encoding per slice.
+
+    Returns {(guidance, map_kind, S): (B, S, S)}; S = 0 is the same for every guidance.
+    """
+    det = Detector(bundle, base)
+    scales = sorted({float(s) for s in scales})
+    guided = [s for s in scales if s > 0]
+    out: dict = {}
+    batch = base.batch_size or det._auto_batch_size()
+    total = int(np.ceil(len(x) / batch)) * (len(det.grid) - 1) * (2 + len(guidances) * len(guided))
+    import torch
+
+    with StepProgress(reporter, f"maps {label} N={base.noise_level}".strip()) as progress:
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            progress(done[0], total)
+
+        parts: dict = {}
+        for start in range(0, len(x), batch):
+            xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch]))[:, None].to(det.device)
+            x_np = xb[:, 0].float().cpu().numpy()
+            x_n = det.encode(xb, tick)
+            plain = det.decode(x_n, 0.0, tick)[:, 0].float().cpu().numpy()
+            chunk = {(g, "input", 0.0): np.abs(x_np - plain) for g in guidances}
+            chunk.update({(g, "guidance", 0.0): np.abs(x_np - plain) for g in guidances})
+            for g in guidances:
+                for s in guided:
+                    rec = det.decode(x_n, s, tick, guidance=g)[:, 0].float().cpu().numpy()
+                    chunk[(g, "input", s)] = np.abs(x_np - rec)
+                    chunk[(g, "guidance", s)] = np.abs(plain - rec)
+            for key, value in chunk.items():
+                parts.setdefault(key, []).append(value)
+    for key, chunks in parts.items():
+        out[key] = np.where(valid, np.concatenate(chunks), 0.0).astype(np.float32)
+    return out
 
 
 def run_anomaly(
@@ -207,79 +356,89 @@ def run_anomaly(
     reporter: Reporter = QUIET,
     label: str = "",
 ) -> np.ndarray:
-    """Raw anomaly maps |x - x_hat| of canvases under one (S, N, K), with a progress bar."""
+    """Raw anomaly maps of canvases under one setting, with a progress bar."""
     with StepProgress(reporter, f"detect {label}".strip()) as progress:
         return Detector(bundle, cfg).detect(x, valid, progress).anomaly
 
 
-def calibrate_map_scale(healthy_anomaly: np.ndarray, valid: np.ndarray, sigma_px: float, quantile: float = 0.995):
-    """The smoothed anomaly value that only (1 - quantile) of healthy support pixels exceed."""
-    return float(np.quantile(smooth_maps(healthy_anomaly, sigma_px)[valid], quantile))
+def _setting_maps(bundle: ModelBundle, cfg: DetectConfig, data: EvalSet, reporter: Reporter) -> dict:
+    """Raw maps of every lesion set and of the healthy slices under ``cfg`` (one setting)."""
+    out = {name: run_anomaly(bundle, cfg, les.x, les.valid, reporter, name) for name, les in data.lesions.items()}
+    h = data.healthy
+    out["healthy"] = run_anomaly(bundle, cfg, data.x[h], data.valid[h], reporter, "healthy")
+    return out
 
 
-def raw_maps(
-    bundle: ModelBundle, cfg: DetectConfig, data: EvalSet, reporter: Reporter = QUIET
-) -> tuple[np.ndarray, np.ndarray]:
-    """Raw anomaly maps of the lesion slices and of the healthy slices for one (S, N, K)."""
-    healthy = data.y == 0
-    tag = f"S={cfg.scale:g} N={cfg.noise_level}"
-    lesion_raw = run_anomaly(bundle, cfg, data.lesion_x, data.lesion_valid, reporter, f"{tag} lesions")
-    healthy_raw = run_anomaly(bundle, cfg, data.x[healthy], data.valid[healthy], reporter, f"{tag} healthy")
-    return lesion_raw, healthy_raw
-
-
-def score_setting(bundle: ModelBundle, cfg: DetectConfig, data: EvalSet, reporter: Reporter = QUIET) -> dict:
-    """Localization on lesion slices and false positives on healthy slices for one setting."""
-    healthy = data.y == 0
-    lesion_raw, healthy_raw = raw_maps(bundle, cfg, data, reporter)
-    lesion_maps = normalize_maps(lesion_raw, data.lesion_valid, cfg)
-    healthy_maps = normalize_maps(healthy_raw, data.valid[healthy], cfg)
-    return {
-        "segmentation": segmentation_metrics(lesion_maps, data.lesion_mask, data.lesion_valid, cfg.threshold),
-        "healthy": {
-            "fp_fraction": fp_fraction(healthy_maps, data.valid[healthy], cfg.threshold),
-            "n_slices": int(healthy.sum()),
-        },
-    }
+def score_maps(raw: dict, data: EvalSet, cfg: DetectConfig) -> dict:
+    """Localization per lesion set and false positives on healthy slices, from raw maps."""
+    h = data.healthy
+    out = {}
+    for name, les in data.lesions.items():
+        maps = zone_maps(raw[name], les.zone, cfg)
+        out[name] = segmentation_metrics(maps, les.mask, les.zone, cfg.threshold)
+    healthy = zone_maps(raw["healthy"], data.zone[h], cfg)
+    out["healthy"] = {"fp_fraction": fp_fraction(healthy, data.zone[h], cfg.threshold), "n_slices": int(h.sum())}
+    return out
 
 
 def choose_operating_point(
-    bundle: ModelBundle, data: EvalSet, scales, noises, steps: int, max_fp: float = 0.02, reporter: Reporter = QUIET
+    bundle: ModelBundle,
+    data: EvalSet,
+    scales,
+    noises,
+    steps: int,
+    max_fp: float = 0.02,
+    reporter: Reporter = QUIET,
+    guidances=("noisy", "x0"),
+    map_kinds=MAP_KINDS,
 ) -> tuple[DetectConfig, list[dict]]:
-    """Best mean Dice over (S, N, normalization, threshold) with healthy FP fraction <= ``max_fp``.
+    """Best mean Dice over the lesion sets (real and simulated, equally weighted) with healthy
+    false-positive fraction <= ``max_fp``, over (guidance, map kind, S, N, normalization, threshold).
 
     The calibrated normalization's ``map_scale`` is measured on the same (tuning) healthy slices.
-    Falls back to the best Dice when no setting meets the FP bound.
+    Falls back to the best Dice when no setting meets the FP bound. Every map of one N comes from
+    one encoding per slice (the latent does not depend on S).
     """
-    healthy = data.y == 0
+    h = data.healthy
     rows, configs = [], {}
-    for scale in scales:
-        for noise in noises:
-            base = dataclasses.replace(
-                bundle.operating_point, scale=float(scale), noise_level=int(noise), steps=min(steps, int(noise))
-            )
-            lesion_raw, healthy_raw = raw_maps(bundle, base, data, reporter)
-            map_scale = calibrate_map_scale(healthy_raw, data.valid[healthy], base.smooth_sigma_px)
+    sets = list(data.lesions.items())
+    for noise in noises:
+        base = dataclasses.replace(bundle.operating_point, noise_level=int(noise), steps=min(steps, int(noise)))
+        grids = {
+            name: raw_map_grid(bundle, base, les.x, les.valid, scales, guidances, reporter, name) for name, les in sets
+        }
+        grids["healthy"] = raw_map_grid(bundle, base, data.x[h], data.valid[h], scales, guidances, reporter, "healthy")
+        for key in grids["healthy"]:
+            guidance, kind, scale = key
+            if kind not in map_kinds or (scale == 0.0 and (guidance != guidances[0] or kind != "input")):
+                continue  # S = 0 is one map whatever the guidance or map kind
+            raw = {name: grid[key] for name, grid in grids.items()}
+            map_scale = calibrate_map_scale(raw["healthy"], data.zone[h], base.smooth_sigma_px)
             for norm in ("slice", "calibrated"):
-                cfg = dataclasses.replace(base, normalization=norm, map_scale=map_scale)
-                lesion_maps = normalize_maps(lesion_raw, data.lesion_valid, cfg)
-                healthy_maps = normalize_maps(healthy_raw, data.valid[healthy], cfg)
-                auprc = average_precision(data.lesion_mask[data.lesion_valid], lesion_maps[data.lesion_valid])
+                cfg = dataclasses.replace(
+                    base, scale=scale, guidance=guidance, map_kind=kind, normalization=norm, map_scale=map_scale
+                )
+                maps = {name: zone_maps(raw[name], les.zone, cfg) for name, les in sets}
+                healthy = zone_maps(raw["healthy"], data.zone[h], cfg)
+                auprc = {name: average_precision(les.mask[les.zone], maps[name][les.zone]) for name, les in sets}
                 for t in THRESHOLDS:
-                    key = (float(scale), int(noise), norm, float(t))
-                    configs[key] = dataclasses.replace(cfg, threshold=float(t))
-                    rows.append(
-                        {
-                            "scale": key[0], "noise_level": key[1], "steps": cfg.steps, "normalization": norm,
-                            "map_scale": map_scale, "threshold": key[3],
-                            "dice": float(np.mean([dice(m >= t, g) for m, g in zip(lesion_maps, data.lesion_mask)])),
-                            "fp_fraction": fp_fraction(healthy_maps, data.valid[healthy], t),
-                            "auprc": auprc,
-                        }
-                    )  # fmt: skip
-    allowed = [r for r in rows if r["fp_fraction"] <= max_fp] or rows
-    best = max(allowed, key=lambda r: r["dice"])
-    return configs[(best["scale"], best["noise_level"], best["normalization"], best["threshold"])], rows
+                    dices = {
+                        name: float(np.mean([dice((m >= t) & z, g) for m, g, z in zip(maps[name], les.mask, les.zone)]))
+                        for name, les in sets
+                    }
+                    row = {
+                        "guidance": guidance, "map_kind": kind, "scale": scale, "noise_level": int(noise),
+                        "steps": cfg.steps, "normalization": norm, "map_scale": map_scale, "threshold": float(t),
+                        "dice": float(np.mean(list(dices.values()))),
+                        **{f"dice_{n}": v for n, v in dices.items()},
+                        **{f"auprc_{n}": v for n, v in auprc.items()},
+                        "fp_fraction": fp_fraction(healthy, data.zone[h], t),
+                    }  # fmt: skip
+                    rows.append(row)
+                    configs[len(rows) - 1] = dataclasses.replace(cfg, threshold=float(t))
+    allowed = [i for i, r in enumerate(rows) if r["fp_fraction"] <= max_fp] or list(range(len(rows)))
+    best = max(allowed, key=lambda i: rows[i]["dice"])
+    return configs[best], rows
 
 
 def evaluate(
@@ -290,28 +449,32 @@ def evaluate(
         "operating_point": {
             k: v
             for k, v in to_dict(cfg).items()
-            if k in ("scale", "noise_level", "steps", "threshold", "normalization", "map_scale")
+            if k in ("scale", "noise_level", "steps", "threshold", "normalization", "map_scale", "guidance", "map_kind")
         },
         "model_id": bundle.model_id,
         "slices": int(len(data.y)),
         "cases": int(len(set(data.cases))),
-        "classifier": classifier_metrics(bundle, data),
+        "classifier": classifier_metrics(bundle, data, cfg.noise_level),
         "confounds": confound_probes(data),
-        "mask_source": data.mask_source,
+        "source": data.source,
     }
-    scored = score_setting(bundle, cfg, data, reporter)
-    results["segmentation"] = scored["segmentation"]
-    results["healthy"] = scored["healthy"]
-    no_guidance = score_setting(bundle, dataclasses.replace(cfg, scale=0.0), data, reporter)
-    healthy = data.y == 0
-    la_lesion = low_attenuation_map(data.lesion_x, data.lesion_valid, cfg.smooth_sigma_px)
-    la_healthy = low_attenuation_map(data.x[healthy], data.valid[healthy], cfg.smooth_sigma_px)
-    results["baselines"] = {
-        "no_guidance": {**no_guidance["segmentation"], "fp_fraction": no_guidance["healthy"]["fp_fraction"]},
-        "low_attenuation": {
-            **segmentation_metrics(la_lesion, data.lesion_mask, data.lesion_valid, cfg.threshold),
-            "fp_fraction": fp_fraction(la_healthy, data.valid[healthy], cfg.threshold),
-        },
+    scored = score_maps(_setting_maps(bundle, cfg, data, reporter), data, cfg)
+    no_guidance = score_maps(_setting_maps(bundle, dataclasses.replace(cfg, scale=0.0), data, reporter), data, cfg)
+    h = data.healthy
+    la_healthy = in_zone(low_attenuation_map(data.x[h], data.valid[h], cfg.smooth_sigma_px), data.zone[h])
+    results["localization"] = {}
+    for name, les in data.lesions.items():
+        la = in_zone(low_attenuation_map(les.x, les.valid, cfg.smooth_sigma_px), les.zone)
+        results["localization"][name] = {
+            "pancdiff": scored[name],
+            "no_guidance": no_guidance[name],
+            "low_attenuation": segmentation_metrics(la, les.mask, les.zone, cfg.threshold),
+            "trivial": trivial_baselines(les),
+        }
+    results["healthy"] = {
+        "pancdiff": scored["healthy"],
+        "no_guidance": no_guidance["healthy"],
+        "low_attenuation": {"fp_fraction": fp_fraction(la_healthy, data.zone[h], cfg.threshold)},
     }
     scales, noises, thresholds = grid
     if scales and noises:
@@ -321,25 +484,15 @@ def evaluate(
                 setting = dataclasses.replace(
                     cfg, scale=float(scale), noise_level=int(noise), steps=min(cfg.steps, int(noise))
                 )
-                lesion_raw, healthy_raw = raw_maps(bundle, setting, data, reporter)
-                lesion_maps = normalize_maps(lesion_raw, data.lesion_valid, setting)
-                healthy_maps = normalize_maps(healthy_raw, data.valid[healthy], setting)
+                raw = _setting_maps(bundle, setting, data, reporter)
                 for t in thresholds or (cfg.threshold,):
-                    rows.append(
-                        {
-                            "scale": float(scale),
-                            "noise_level": int(noise),
-                            "threshold": float(t),
-                            **{
-                                k: v
-                                for k, v in segmentation_metrics(
-                                    lesion_maps, data.lesion_mask, data.lesion_valid, t
-                                ).items()
-                                if k in ("dice", "auprc")
-                            },
-                            "fp_fraction": fp_fraction(healthy_maps, data.valid[healthy], t),
-                        }
-                    )
+                    s = score_maps(raw, data, dataclasses.replace(setting, threshold=float(t)))
+                    row = {"scale": float(scale), "noise_level": int(noise), "threshold": float(t)}
+                    for name in data.lesions:
+                        row[f"dice_{name}"] = s[name]["dice"]
+                        row[f"auprc_{name}"] = s[name]["auprc"]
+                    row["fp_fraction"] = s["healthy"]["fp_fraction"]
+                    rows.append(row)
         results["grid"] = rows
     return results
 
@@ -351,49 +504,73 @@ def write_results(results: dict, out_dir: Path) -> None:
     (out_dir / "results.md").write_text(results_markdown(results))
 
 
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+
 def results_markdown(r: dict) -> str:
-    op = r["operating_point"]
-    c, seg, h = r["classifier"], r["segmentation"], r["healthy"]
-    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"  # noqa: E731
+    op, c = r["operating_point"], r["classifier"]
     lines = [
         f"# PancDiff evaluation ({r['model_id']})",
         "",
-        f"{r['slices']} slices from {r['cases']} cases. Operating point: S = {op['scale']}, "
-        f"N = {op['noise_level']}, K = {op['steps']}, threshold = {op['threshold']} of the "
-        f"{op.get('normalization', 'slice')}-normalized map.",
-        f"Localization scored on: {r['mask_source']}.",
+        f"{r['slices']} slices from {r['cases']} cases. Operating point: S = {op['scale']} "
+        f"({op.get('guidance', 'noisy')} guidance), N = {op['noise_level']}, K = {op['steps']}, "
+        f"{op.get('map_kind', 'input')} map, threshold {op['threshold']} of the "
+        f"{op.get('normalization', 'slice')}-normalized map. Truth: {r['source']}.",
+        "Maps are scored inside the pancreas zone (organ mask + margin) where one exists.",
         "",
         "| classifier | value |",
         "|---|---|",
-        f"| slice accuracy | {fmt(c['accuracy'])} |",
-        f"| slice AUROC | {fmt(c['auroc'])} |",
-        f"| AUROC, same-site inserted lesions vs. same crops without | {fmt(c.get('auroc_inserted'))} |",
-        f"| confound probe: AUROC of raw crop area alone | {fmt(r['confounds']['auroc_crop_area_raw'])} |",
-        f"| confound probe: AUROC of raw mean intensity alone | {fmt(r['confounds']['auroc_mean_intensity_raw'])} |",
-        f"| confound probe: AUROC of visible area after size matching | "
-        f"{fmt(r['confounds']['auroc_visible_area_size_matched'])} |",
-        "",
-        "| method | Dice @ threshold | pixel AUPRC | Dice at best threshold (upper bound) | healthy FP fraction |",
-        "|---|---|---|---|---|",
-        f"| PancDiff (guided, S = {op['scale']}) | {fmt(seg['dice'])} | {fmt(seg['auprc'])} | "
-        f"{fmt(seg['dice_best_threshold'])} | {fmt(h['fp_fraction'])} |",
+        f"| slice AUROC, real labels (site-confounded) | {_fmt(c['auroc'])} |",
+        f"| paired AUROC, simulated lesion vs. same crop, t = 0 | {_fmt(c.get('auroc_paired_t0'))} |",
+        f"| paired AUROC at t = N ({c.get('paired_t', '-')}) | {_fmt(c.get('auroc_paired_tN'))} |",
     ]
-    for name, label in (
-        ("no_guidance", "S = 0 (plain reconstruction)"),
-        ("low_attenuation", "low-attenuation threshold"),
+    for key, label in (
+        ("auroc_crop_area_raw", "raw crop area alone"),
+        ("auroc_mean_intensity_raw", "raw mean intensity alone"),
+        ("auroc_visible_area", "visible area after the label-blind cut"),
     ):
-        b = r["baselines"][name]
-        lines.append(
-            f"| {label} | {fmt(b['dice'])} | {fmt(b['auprc'])} | {fmt(b['dice_best_threshold'])} | "
-            f"{fmt(b['fp_fraction'])} |"
-        )
-    if r.get("grid"):
-        lines += ["", "| S | N | threshold | Dice | AUPRC | healthy FP |", "|---|---|---|---|---|---|"]
+        if key in r["confounds"]:
+            lines.append(f"| confound probe: AUROC of {label} | {_fmt(r['confounds'][key])} |")
+    for name, loc in r["localization"].items():
+        t = loc["trivial"]
         lines += [
-            f"| {g['scale']} | {g['noise_level']} | {g['threshold']} | {fmt(g['dice'])} | {fmt(g['auprc'])} | "
-            f"{fmt(g['fp_fraction'])} |"
-            for g in r["grid"]
+            "",
+            f"**{name} lesions** ({loc['pancdiff']['n_slices']} slices; tumor = {_fmt(t['prevalence'])} of the zone)",
+            "",
+            "| method | Dice @ threshold | pixel AUPRC | best-threshold Dice | peak in tumor |",
+            "|---|---|---|---|---|",
         ]
+        for key, label in (
+            ("pancdiff", "PancDiff"),
+            ("no_guidance", "S = 0 (plain reconstruction)"),
+            ("low_attenuation", "low-attenuation threshold"),
+        ):
+            m = loc[key]
+            lines.append(
+                f"| {label} | {_fmt(m['dice'])} | {_fmt(m['auprc'])} | {_fmt(m['dice_best_threshold'])} | "
+                f"{_fmt(m['peak_in_tumor'])} |"
+            )
+        lines.append(
+            f"| whole zone marked / chance | {_fmt(t['whole_zone_dice'])} | {_fmt(t['prevalence'])} | - | "
+            f"{_fmt(t['peak_in_tumor_chance'])} |"
+        )
+    hl = r["healthy"]
+    lines += [
+        "",
+        f"Healthy false-positive fraction of the zone: PancDiff {_fmt(hl['pancdiff']['fp_fraction'])}, "
+        f"S = 0 {_fmt(hl['no_guidance']['fp_fraction'])}, "
+        f"low attenuation {_fmt(hl['low_attenuation']['fp_fraction'])}.",
+    ]
+    if r.get("grid"):
+        names = [k[5:] for k in r["grid"][0] if k.startswith("dice_")]
+        lines += ["", "| S | N | threshold | " + " | ".join(f"Dice {n} | AUPRC {n}" for n in names) + " | healthy FP |"]
+        lines.append("|---" * (4 + 2 * len(names)) + "|")
+        for g in r["grid"]:
+            cells = " | ".join(f"{_fmt(g['dice_' + n])} | {_fmt(g['auprc_' + n])}" for n in names)
+            lines.append(
+                f"| {g['scale']} | {g['noise_level']} | {g['threshold']} | {cells} | {_fmt(g['fp_fraction'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -404,15 +581,16 @@ def grid_figure(bundle: ModelBundle, data: EvalSet, scales, noises, steps: int, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pick = np.linspace(0, len(data.lesion_x) - 1, min(n_slices, len(data.lesion_x))).astype(int)
-    x, v, m = data.lesion_x[pick], data.lesion_valid[pick], data.lesion_mask[pick]
+    les = data.lesions.get("real") or next(iter(data.lesions.values()))
+    pick = np.linspace(0, len(les) - 1, min(n_slices, len(les))).astype(int)
+    x, v, m, z = les.x[pick], les.valid[pick], les.mask[pick], les.zone[pick]
     settings = [(s, n) for n in noises for s in scales]
     fig, axes = plt.subplots(
         len(pick), len(settings) + 2, figsize=(1.6 * (len(settings) + 2), 1.7 * len(pick)), squeeze=False, dpi=110
     )
     for j, (s, n) in enumerate(settings):
         cfg = dataclasses.replace(bundle.operating_point, scale=float(s), noise_level=int(n), steps=min(steps, int(n)))
-        maps = Detector(bundle, cfg).detect(x, v).normalized
+        maps = zone_maps(Detector(bundle, cfg).detect(x, v).anomaly, z, cfg)
         for i in range(len(pick)):
             axes[i, j + 2].imshow(maps[i], cmap="inferno", vmin=0, vmax=1)
             axes[i, j + 2].contour(m[i], levels=[0.5], colors="cyan", linewidths=0.6)
@@ -421,8 +599,8 @@ def grid_figure(bundle: ModelBundle, data: EvalSet, scales, noises, steps: int, 
     for i in range(len(pick)):
         axes[i, 0].imshow(x[i], cmap="gray", vmin=0, vmax=1)
         axes[i, 1].imshow(m[i], cmap="gray")
-    axes[0, 0].set_title("input", fontsize=7)
-    axes[0, 1].set_title("lesion mask", fontsize=7)
+    axes[0, 0].set_title(f"input ({les.kind})", fontsize=7)
+    axes[0, 1].set_title("tumor outline", fontsize=7)
     for ax in axes.ravel():
         ax.set_axis_off()
     fig.tight_layout()

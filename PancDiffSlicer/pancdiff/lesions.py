@@ -1,8 +1,12 @@
-"""Simulated pancreatic lesions: hypoattenuating, ill-defined blobs with known masks.
+"""Simulated pancreatic lesions: hypoattenuating, irregular, ill-defined blobs with known masks.
 
-Real tumor masks are missing from our data, so inserted lesions in *healthy* slices are the honest
-way to measure localization (and a same-site control for the classifier: only the lesion differs).
-Intensities are in window units: 1.0 = the HU window width (400 HU by default).
+They serve two jobs: (1) the classifier's counterfactual training pairs (the same crop with and
+without a lesion, so only the lesion explains the label), and (2) localization scores where the
+truth is known pixel by pixel. Lesions are centred inside the pancreas when an organ mask is given
+(a lesion in liver or fat teaches nothing about pancreatic tumors), sized 5-30 mm like the
+adenocarcinomas a radiologist looks for, and 20-60 HU darker than the parenchyma at realistic
+contrast. Intensities are in window units; the HU window comes from ``PreprocessConfig``, its only
+owner.
 """
 
 from __future__ import annotations
@@ -18,20 +22,24 @@ class LesionConfig:
     """Ranges sampled uniformly per lesion.
 
     Attributes:
-        radius_mm: mean radius (ellipse semi-axes vary around it by ``elongation``).
+        diameter_mm: effective diameter of the lesion core.
         contrast_hu: how much darker than the surrounding tissue the lesion core is.
         edge_mm: Gaussian blur of the edge (ill-defined margin).
-        elongation: max ratio between the ellipse semi-axes.
-        tissue_window: HU range a lesion center must lie in (soft tissue, not fat or vessel).
-        hu_window: the HU window of the slices (to turn HU into [0, 1] units).
+        elongation: max ratio between the lesion's long and short axes.
+        irregularity: amplitude of the low-order radial perturbation (0 = an ellipse).
+        heterogeneity: relative depth variation inside the lesion (smooth noise).
+        tissue_hu: HU range a lesion centre must lie in (parenchyma, not fat or bright vessel).
+        organ_margin_mm: how far beyond the organ mask a lesion may reach (tumors bulge a little).
     """
 
-    radius_mm: tuple[float, float] = (4.0, 9.0)
-    contrast_hu: tuple[float, float] = (30.0, 70.0)
-    edge_mm: tuple[float, float] = (1.0, 2.5)
+    diameter_mm: tuple[float, float] = (5.0, 30.0)
+    contrast_hu: tuple[float, float] = (20.0, 60.0)
+    edge_mm: tuple[float, float] = (0.7, 2.0)
     elongation: float = 1.6
-    tissue_window: tuple[float, float] = (0.0, 150.0)
-    hu_window: tuple[float, float] = (-150.0, 250.0)
+    irregularity: float = 0.25
+    heterogeneity: float = 0.3
+    tissue_hu: tuple[float, float] = (0.0, 200.0)
+    organ_margin_mm: float = 3.0
 
 
 def insert_lesion(
@@ -40,38 +48,78 @@ def insert_lesion(
     rng: np.random.Generator,
     spacing_mm: float = 1.0,
     cfg: LesionConfig = LesionConfig(),
+    hu_window: tuple[float, float] = (-150.0, 250.0),
+    organ: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Darken an elliptical, blurred region centered on soft tissue inside ``valid``.
+    """Darken an irregular, soft-edged region centred on parenchyma inside ``valid`` (and ``organ``).
 
     Args:
         image: (H, W) float32 in [0, 1], the windowed slice.
         valid: (H, W) bool, where the slice has tissue (the support).
         spacing_mm: pixel size, to turn mm ranges into pixels.
+        hu_window: the HU window of ``image`` (``PreprocessConfig.hu_window``).
+        organ: (H, W) bool pancreas mask, or None (anywhere in the support).
 
     Returns:
         (image with lesion, bool mask where the lesion is at least half its contrast), or None when
-        no soft-tissue pixel lies far enough inside the support.
+        no parenchyma pixel lies inside the support (and organ).
     """
-    lo, hi = cfg.hu_window
+    lo, hi = hu_window
     width = hi - lo
-    radius = rng.uniform(*cfg.radius_mm) / spacing_mm
-    tissue = (image >= (cfg.tissue_window[0] - lo) / width) & (image <= (cfg.tissue_window[1] - lo) / width)
-    inner = ndimage.binary_erosion(valid, iterations=max(1, int(round(radius * 0.7))))
-    candidates = np.argwhere(tissue & inner)
+    radius = rng.uniform(*cfg.diameter_mm) / 2 / spacing_mm
+    tissue = (image >= (cfg.tissue_hu[0] - lo) / width) & (image <= (cfg.tissue_hu[1] - lo) / width)
+    inner = ndimage.binary_erosion(valid, iterations=2)
+    allowed = tissue & inner
+    if organ is not None:
+        allowed &= organ
+    candidates = np.argwhere(allowed)
     if len(candidates) == 0:
         return None
     cy, cx = candidates[rng.integers(len(candidates))]
-    ratio = rng.uniform(1.0, cfg.elongation)
-    ry, rx = radius * ratio**0.5, radius / ratio**0.5
-    angle = rng.uniform(0, np.pi)
-    yy, xx = np.mgrid[: image.shape[0], : image.shape[1]].astype(np.float32)
-    dy, dx = yy - cy, xx - cx
-    u = dy * np.cos(angle) + dx * np.sin(angle)
-    v = -dy * np.sin(angle) + dx * np.cos(angle)
-    hard = ((u / ry) ** 2 + (v / rx) ** 2 <= 1.0).astype(np.float32)
-    profile = ndimage.gaussian_filter(hard, rng.uniform(*cfg.edge_mm) / spacing_mm)
-    profile /= max(float(profile.max()), 1e-6)
+    profile = _soft_shape(image.shape, (cy, cx), radius, rng, cfg, spacing_mm)
+    if organ is not None:
+        reach = ndimage.binary_dilation(organ, iterations=max(1, int(round(cfg.organ_margin_mm / spacing_mm))))
+        profile *= ndimage.gaussian_filter(reach.astype(np.float32), 1.0)
+    if cfg.heterogeneity > 0:
+        noise = ndimage.gaussian_filter(rng.standard_normal(image.shape).astype(np.float32), max(1.0, radius / 3))
+        noise /= max(float(np.abs(noise).max()), 1e-6)
+        profile *= 1.0 + cfg.heterogeneity * noise
+    profile = np.clip(profile, 0.0, None)
+    peak = float(profile.max())
+    if peak <= 0:
+        return None
+    profile /= peak
     contrast = rng.uniform(*cfg.contrast_hu) / width
     out = np.where(valid, np.clip(image - contrast * profile, 0.0, 1.0), image).astype(np.float32)
     mask = (profile >= 0.5) & valid
+    if not mask.any():
+        return None
     return out, mask
+
+
+def _soft_shape(
+    shape: tuple[int, int],
+    centre: tuple[int, int],
+    radius: float,
+    rng: np.random.Generator,
+    cfg: LesionConfig,
+    spacing_mm: float,
+) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: an elongated, lobulated disc (radius r(theta) with harmonics 2-4),
+    Gaussian-blurred edge, scaled so its interior is 1."""
+    ratio = rng.uniform(1.0, cfg.elongation)
+    ry, rx = radius * ratio**0.5, radius / ratio**0.5
+    angle = rng.uniform(0, np.pi)
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    dy, dx = yy - centre[0], xx - centre[1]
+    u = dy * np.cos(angle) + dx * np.sin(angle)
+    v = -dy * np.sin(angle) + dx * np.cos(angle)
+    theta = np.arctan2(v / rx, u / ry)
+    bumps = np.ones_like(theta)
+    for k in (2, 3, 4):
+        bumps += rng.uniform(0, cfg.irregularity / k * 2) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+    hard = (np.sqrt((u / ry) ** 2 + (v / rx) ** 2) <= np.maximum(bumps, 0.3)).astype(np.float32)
+    if not hard.any():
+        hard[centre[0], centre[1]] = 1.0
+    soft = ndimage.gaussian_filter(hard, rng.uniform(*cfg.edge_mm) / spacing_mm)
+    return soft / max(float(soft.max()), 1e-6)

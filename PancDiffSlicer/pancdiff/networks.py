@@ -7,6 +7,8 @@ classifier key on *where* things are (crop borders, padding), one of the confoun
 
 from __future__ import annotations
 
+import math
+
 import torch
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.nets.diffusion_model_unet import DiffusionModelEncoder, get_timestep_embedding
@@ -31,6 +33,23 @@ def build_unet(cfg: NetworkConfig) -> DiffusionModelUNet:
     )
 
 
+class LogSumExpPool(nn.Module):
+    """Smooth max over positions: (B, C, H, W) -> (B, C).
+
+    A lesion is a small region; averaging over the whole canvas dilutes it, a max keeps it, and the
+    gradient of a max-pooled logit lands on the lesion (what guidance needs). ``r`` sets how close to
+    a hard max it is; subtracting log(HW) makes a constant map pool to itself.
+    """
+
+    def __init__(self, r: float = 4.0) -> None:
+        super().__init__()
+        self.r = r
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        flat = h.flatten(2)
+        return (torch.logsumexp(self.r * flat, dim=2) - math.log(flat.shape[2])) / self.r
+
+
 class NoisyClassifier(DiffusionModelEncoder):
     """p(class | x_t, t): (B, C, H, W), (B,) -> (B, 2) logits [healthy, tumor]."""
 
@@ -47,13 +66,21 @@ class NoisyClassifier(DiffusionModelEncoder):
             num_head_channels=cfg.num_head_channels,
         )
         width = cfg.classifier_channels[-1]
-        self.out = nn.Sequential(
-            nn.GroupNorm(cfg.norm_num_groups, width),
-            nn.SiLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(width, 2),
-        )
+        if cfg.classifier_pooling not in ("mean", "lse"):
+            raise ValueError(f"classifier_pooling must be mean or lse, got {cfg.classifier_pooling!r}")
+        if cfg.classifier_pooling == "lse":
+            # Logits per position, then a smooth max: the tumor logit is the most lesion-like place.
+            self.out = nn.Sequential(
+                nn.GroupNorm(cfg.norm_num_groups, width), nn.SiLU(), nn.Conv2d(width, 2, 1), LogSumExpPool()
+            )
+        else:
+            self.out = nn.Sequential(
+                nn.GroupNorm(cfg.norm_num_groups, width),
+                nn.SiLU(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(width, 2),
+            )
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         emb = self.time_embed(get_timestep_embedding(timesteps, self.block_out_channels[0]).to(x.dtype))

@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import NetworkConfig, PreprocessConfig, ScheduleConfig, from_dict, to_dict
 from .crop_samples import NO_AUGMENT, AugmentConfig, CropSampler
-from .datasets.slice_folder import load_slice_image, read_manifest, split_cases
+from .datasets.slice_folder import load_label_map, load_slice_image, read_manifest, split_cases, tuning_test_halves
 from .diffusion import alpha_bar_schedule, diffusion_loss, q_sample
 from .errors import InputError
 from .lesions import LesionConfig, insert_lesion
@@ -43,9 +43,18 @@ class TrainConfig:
     """One training run. Saved as ``train_config.json`` beside the weights.
 
     Attributes:
-        lesion_fraction: classifier only; share of the tumor-labelled samples that are healthy crops
-            with a simulated lesion. Same-site positives, so the site cannot explain the label.
-        max_timestep: classifier only; t ~ U[0, max_timestep). Guidance never asks above N.
+        lesion_fraction: classifier, unpaired only; share of the tumor-labelled samples that are
+            healthy crops with a simulated lesion.
+        max_timestep: classifier only; the largest t it trains on. Guidance never asks above N.
+        paired: classifier only; every batch is counterfactual pairs, a healthy crop next to the
+            same crop with a lesion inside its pancreas (same t, same noise): only the lesion
+            explains the label, so neither site nor crop size can. Unpaired mixing learned nothing.
+        contrast_start_hu, contrast_ramp: paired lesions start conspicuous (``contrast_start_hu``)
+            and fade linearly to ``lesions.contrast_hu`` over ``contrast_ramp`` steps.
+        t_clean_steps, t_ramp, t_power, clean_fraction: the t curriculum. t = 0 only for the first
+            ``t_clean_steps``; then the largest t grows linearly to ``max_timestep`` over ``t_ramp``
+            steps, t = t_max * u**t_power (weighted to low t), and ``clean_fraction`` of the pairs
+            stay at t = 0 (where the x0-guided detector asks).
         assumed_spacing_mm: pixel spacing of slice-folder crops that do not record it.
         mixed_precision: bf16 autocast on GPU, and on CPUs with native bf16 (1.75x faster here).
     """
@@ -65,6 +74,13 @@ class TrainConfig:
     assumed_spacing_mm: float = 0.8
     lesion_fraction: float = 0.0
     max_timestep: int = 1000
+    paired: bool = False
+    contrast_start_hu: tuple[float, float] = (100.0, 160.0)
+    contrast_ramp: int = 3000
+    t_clean_steps: int = 0
+    t_ramp: int = 1
+    t_power: float = 2.0
+    clean_fraction: float = 0.5
     threads: int = 0
     mixed_precision: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -90,7 +106,7 @@ def config_from_json(path: str | Path | None, **overrides) -> TrainConfig:
         if key in nested and isinstance(value, dict):
             kwargs[key] = from_dict(nested[key], value)
         elif key in {f.name for f in dataclasses.fields(TrainConfig)}:
-            kwargs[key] = value
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
         else:
             raise InputError(f"{path}: unknown training setting {key!r}")
     return TrainConfig(**kwargs)
@@ -98,37 +114,46 @@ def config_from_json(path: str | Path | None, **overrides) -> TrainConfig:
 
 @dataclass
 class SliceData:
-    """Training and validation samplers with their labels and cases."""
+    """Training and validation samplers with their labels and cases.
+
+    ``val`` holds the *tuning* half of the validation cases only: training never looks at the test
+    half (``datasets.slice_folder.tuning_test_halves``).
+    """
 
     train: CropSampler
     val: CropSampler
     train_cases: list[str]
     val_cases: list[str]
+    tune_cases: list[str] = field(default_factory=list)
 
 
 def load_slice_data(root: str | Path, cfg: TrainConfig) -> SliceData:
-    """Read a slice folder or MSD Task07 folder and split it by case."""
+    """Read a slice folder or MSD Task07 folder, with organ masks where labels exist; split by case."""
     root = Path(root)
     if not root.exists():
         raise InputError(f"{root}: data folder not found")
     if (root / "manifest.csv").is_file():
         records = read_manifest(root)
         images = [load_slice_image(r.path) for r in records]
+        organs = [load_label_map(r.labels) > 0 if r.labels is not None else None for r in records]
     elif (root / "dataset.json").is_file():
         records, images = _msd_records(root, cfg)
+        organs = [None] * len(records)
     else:
         raise InputError(f"{root}: neither a slice folder (manifest.csv) nor MSD Task07 (dataset.json)")
     train_cases, val_cases = split_cases(records, cfg.val_fraction, cfg.split_seed)
+    tune_cases = set(tuning_test_halves(val_cases)[0])
     val_set = set(val_cases)
     tr = [i for i, r in enumerate(records) if r.case not in val_set]
-    va = [i for i, r in enumerate(records) if r.case in val_set]
+    va = [i for i, r in enumerate(records) if r.case in tune_cases]
     spacing = cfg.assumed_spacing_mm
-    train = CropSampler([images[i] for i in tr], [records[i].tumor for i in tr], cfg.preprocess, spacing)
-    # Validation healthy crops are matched to the *training* tumor sizes: no peeking at val labels.
-    val = CropSampler(
-        [images[i] for i in va], [records[i].tumor for i in va], cfg.preprocess, spacing, train.reference_sizes_mm
-    )
-    return SliceData(train, val, train_cases, val_cases)
+
+    def sampler(ix: list[int]) -> CropSampler:
+        return CropSampler(
+            [images[i] for i in ix], [records[i].tumor for i in ix], cfg.preprocess, spacing, [organs[i] for i in ix]
+        )
+
+    return SliceData(sampler(tr), sampler(va), train_cases, val_cases, sorted(tune_cases))
 
 
 def _msd_records(root: Path, cfg: TrainConfig):
@@ -145,8 +170,14 @@ class _Batches:
         self.data, self.cfg, self.kind, self.rng = data, cfg, kind, rng
         labels = data.labels
         self.by_label = [np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)]
+        with_organ = [i for i in self.by_label[0] if data.organs[i] is not None and data.organs[i].any()]
+        self.paired_pool = np.asarray(with_organ or self.by_label[0], dtype=int)
+        if kind == "classifier" and cfg.paired and len(self.paired_pool) == 0:
+            raise InputError("paired classifier training needs healthy slices (tumor = 0)")
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "classifier" and self.cfg.paired:
+            return self._pairs(step)
         cfg, rng = self.cfg, self.rng
         xs, ys = [], []
         for _ in range(cfg.batch_size):
@@ -159,41 +190,86 @@ class _Batches:
                 i = int(pool[rng.integers(len(pool))])
             else:
                 i = int(rng.integers(len(self.data)))
-            canvas, valid = self.data.sample(i, rng, cfg.augment)
+            c = self.data.canvas(i, rng, cfg.augment)
             label = int(self.data.labels[i])
             if simulate:
-                inserted = insert_lesion(canvas, valid, rng, cfg.preprocess.pixel_spacing_mm, cfg.lesions)
+                inserted = self._lesion(c, cfg.lesions)
                 if inserted is not None:
-                    canvas, label = inserted[0], 1
-            xs.append(canvas)
+                    c.x, label = inserted[0], 1
+            xs.append(c.x)
             ys.append(label)
         return torch.from_numpy(np.stack(xs)[:, None]), torch.tensor(ys, dtype=torch.long)
 
+    def _lesion(self, c, lesions: LesionConfig):
+        p = self.cfg.preprocess
+        return insert_lesion(c.x, c.valid, self.rng, p.pixel_spacing_mm, lesions, p.hu_window, c.organ)
+
+    def _pairs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(2P, 1, S, S) as [clean_0, lesion_0, clean_1, lesion_1, ...] with labels [0, 1, 0, 1, ...]."""
+        cfg, rng = self.cfg, self.rng
+        lesions = dataclasses.replace(cfg.lesions, contrast_hu=contrast_at(step, cfg))
+        xs: list[np.ndarray] = []
+        while len(xs) < 2 * max(1, cfg.batch_size // 2):
+            c = self.data.canvas(int(self.paired_pool[rng.integers(len(self.paired_pool))]), rng, cfg.augment)
+            inserted = self._lesion(c, lesions)
+            if inserted is not None:
+                xs += [c.x, inserted[0]]
+        ys = np.tile([0, 1], len(xs) // 2)
+        return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(ys).long()
+
+
+def contrast_at(step: int, cfg: TrainConfig) -> tuple[float, float]:
+    """Lesion contrast range (HU) at ``step``: from ``contrast_start_hu`` down to the realistic range."""
+    f = min(1.0, step / max(1, cfg.contrast_ramp))
+    (a0, b0), (a1, b1) = cfg.contrast_start_hu, cfg.lesions.contrast_hu
+    return (a0 + f * (a1 - a0), b0 + f * (b1 - b0))
+
+
+def sample_timesteps(step: int, n: int, cfg: TrainConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n,) long timesteps of the classifier's t curriculum at ``step`` (see ``TrainConfig``)."""
+    if not cfg.paired:
+        return torch.randint(0, cfg.max_timestep, (n,), generator=generator)
+    if step < cfg.t_clean_steps:
+        return torch.zeros(n, dtype=torch.long)
+    t_max = cfg.max_timestep * min(1.0, (step - cfg.t_clean_steps + 1) / max(1, cfg.t_ramp))
+    u = torch.rand(n, generator=generator)
+    t = (t_max * u**cfg.t_power).long().clamp(0, cfg.max_timestep - 1)
+    clean = torch.rand(n, generator=generator) < cfg.clean_fraction
+    return torch.where(clean, torch.zeros_like(t), t)
+
 
 def validation_canvases(
-    data: CropSampler, seed: int = 1234, lesion_cfg: LesionConfig | None = None, spacing_mm: float = 1.0
+    data: CropSampler,
+    seed: int = 1234,
+    lesion_cfg: LesionConfig | None = None,
+    preprocess: PreprocessConfig | None = None,
 ) -> dict[str, np.ndarray]:
-    """Deterministic validation set: every crop once, size-matched with a fixed seed.
+    """Deterministic validation set: every crop once, the label-blind centred cut, a fixed seed.
 
-    With ``lesion_cfg``, healthy crops are also returned with an inserted lesion and its mask
-    (``lesion_x``, ``lesion_mask``, ``lesion_clean``): a same-site control where only the lesion differs.
+    With ``lesion_cfg``, healthy crops are also returned with an inserted lesion (inside their
+    pancreas where a label map exists) and its mask (``lesion_x``, ``lesion_mask``, ``lesion_clean``,
+    ``lesion_valid``): a same-site control where only the lesion differs.
     """
     rng = np.random.default_rng(seed)
-    aug = dataclasses.replace(NO_AUGMENT, size_match=True)
-    xs, valids = zip(*(data.sample(i, rng, aug) for i in range(len(data))))
-    out = {"x": np.stack(xs), "valid": np.stack(valids), "y": data.labels.copy()}
+    p = preprocess or data.preprocess
+    canvases = [data.canvas(i, rng, NO_AUGMENT) for i in range(len(data))]
+    out = {
+        "x": np.stack([c.x for c in canvases]),
+        "valid": np.stack([c.valid for c in canvases]),
+        "y": data.labels.copy(),
+    }
     if lesion_cfg is not None:
         les_x, les_m, clean, clean_valid = [], [], [], []
-        for x, v, y in zip(out["x"], out["valid"], out["y"]):
+        for c, y in zip(canvases, out["y"]):
             if y != 0:
                 continue
-            inserted = insert_lesion(x, v, rng, spacing_mm, lesion_cfg)
+            inserted = insert_lesion(c.x, c.valid, rng, p.pixel_spacing_mm, lesion_cfg, p.hu_window, c.organ)
             if inserted is None:
                 continue
             les_x.append(inserted[0])
             les_m.append(inserted[1])
-            clean.append(x)
-            clean_valid.append(v)
+            clean.append(c.x)
+            clean_valid.append(c.valid)
         out.update(
             lesion_x=np.stack(les_x),
             lesion_mask=np.stack(les_m),
@@ -204,15 +280,45 @@ def validation_canvases(
 
 
 @torch.no_grad()
-def classifier_probabilities(classifier: nn.Module, x: np.ndarray, t: int = 0, batch: int = 128) -> np.ndarray:
-    """p(tumor | x_t = x, t): (B,) for canvases (B, S, S); t = 0 is the clean input."""
+def classifier_probabilities(
+    classifier: nn.Module,
+    x: np.ndarray,
+    t: int = 0,
+    batch: int = 128,
+    alpha_bar: torch.Tensor | None = None,
+    noise_seed: int = 0,
+) -> np.ndarray:
+    """p(tumor | x_t, t): (B,) for clean canvases x (B, S, S).
+
+    At t > 0 with ``alpha_bar``, x is first noised to x_t (eq. 2) with noise drawn from
+    ``noise_seed`` per index, so a crop and its lesioned copy at the same index of two calls get
+    identical noise (a paired comparison). Without ``alpha_bar`` the clean x is passed with t.
+    """
     device = next(classifier.parameters()).device
     probs = []
+    noisy = t > 0 and alpha_bar is not None
+    noise = (
+        torch.randn((len(x), 1, *np.shape(x)[1:]), generator=torch.Generator().manual_seed(noise_seed))
+        if noisy
+        else None
+    )
     for start in range(0, len(x), batch):
         xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch]))[:, None].to(device)
         tb = torch.full((len(xb),), t, dtype=torch.long, device=device)
+        if noise is not None:
+            xb = q_sample(xb, tb, noise[start : start + len(xb)].to(device), alpha_bar.to(device).float())
         probs.append(torch.softmax(classifier(xb, tb).float(), dim=1)[:, TUMOR].cpu().numpy())
     return np.concatenate(probs) if probs else np.zeros(0)
+
+
+def paired_auroc(
+    classifier: nn.Module, clean: np.ndarray, lesioned: np.ndarray, t: int = 0, alpha_bar: torch.Tensor | None = None
+) -> float:
+    """AUROC of p(tumor) separating crops from the same crops with a lesion, at noise level t
+    (identical noise for both members of a pair)."""
+    p0 = classifier_probabilities(classifier, clean, t, alpha_bar=alpha_bar)
+    p1 = classifier_probabilities(classifier, lesioned, t, alpha_bar=alpha_bar)
+    return auroc(np.r_[np.zeros(len(p0)), np.ones(len(p1))], np.r_[p0, p1])
 
 
 def train(
@@ -261,14 +367,17 @@ def train(
     alpha_bar = alpha_bar_schedule(cfg.schedule).float().to(dev)
     batches = _Batches(data.train, cfg, kind, rng)
     val = validation_canvases(data.val, lesion_cfg=cfg.lesions if kind == "classifier" else None)
+    if kind == "classifier":
+        val["t_checks"] = sorted({0, 100, cfg.max_timestep // 2, cfg.max_timestep - 1})
     autocast = _autocast(dev) if cfg.mixed_precision else _null()
-    log = _CsvLog(out / "loss.csv", ["step", "loss", "lr", "elapsed_s"], append=resume) if rank == 0 else None
+    columns = ["step", "loss", "lr", "elapsed_s"] + (["loss_healthy", "loss_lesion"] if kind == "classifier" else [])
+    log = _CsvLog(out / "loss.csv", columns, append=resume) if rank == 0 else None
     vlog = _CsvLog(out / "validation.csv", ["step", "metric", "value"], append=resume) if rank == 0 else None
-    start, running = time.monotonic(), []
+    start, running, groups = time.monotonic(), [], []
     with reporter.task(f"train {kind}", cfg.iterations, unit="step") as task:
         task.update(step)
         while step < cfg.iterations:
-            x, y = batches.next()
+            x, y = batches.next(step)
             x, y = x.to(dev), y.to(dev)
             lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
             for group in opt.param_groups:
@@ -277,9 +386,16 @@ def train(
                 if kind == "diffusion":
                     loss = diffusion_loss(lambda xt, t: net(xt, t).float(), x, alpha_bar)
                 else:
-                    t = torch.randint(0, cfg.max_timestep, (x.shape[0],), device=dev)
-                    x_t = q_sample(x, t, torch.randn_like(x), alpha_bar)
-                    loss = F.cross_entropy(net(x_t, t).float(), y)
+                    if cfg.paired:  # one t and one noise per pair: the lesion is the only difference
+                        t = sample_timesteps(step, x.shape[0] // 2, cfg).repeat_interleave(2).to(dev)
+                        noise = torch.randn_like(x[0::2]).repeat_interleave(2, dim=0)
+                    else:
+                        t = sample_timesteps(step, x.shape[0], cfg).to(dev)
+                        noise = torch.randn_like(x)
+                    x_t = q_sample(x, t, noise, alpha_bar)
+                    per_sample = F.cross_entropy(net(x_t, t).float(), y, reduction="none")
+                    loss = per_sample.mean()
+                    groups.append([float(per_sample[y == g].detach().mean()) if (y == g).any() else np.nan for g in (0, 1)])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -292,7 +408,10 @@ def train(
             if rank != 0:
                 continue
             if step % 25 == 0 or step == cfg.iterations:
-                log.write([step, float(np.mean(running[-25:])), lr, round(time.monotonic() - start, 1)])
+                row = [step, float(np.mean(running[-25:])), lr, round(time.monotonic() - start, 1)]
+                if kind == "classifier":
+                    row += [float(np.nanmean(g)) for g in np.asarray(groups[-25:]).T]
+                log.write(row)
             if step % cfg.validate_every == 0 or step == cfg.iterations:
                 for name, value in _validate(kind, ema.module, val, alpha_bar).items():
                     vlog.write([step, name, value])
@@ -310,14 +429,10 @@ def _validate(kind: Kind, model: nn.Module, val: dict, alpha_bar: torch.Tensor) 
     model.eval()
     try:
         if kind == "classifier":
-            out = {
-                "auroc_t0": auroc(val["y"], classifier_probabilities(model, val["x"], 0)),
-                "auroc_t100": auroc(val["y"], classifier_probabilities(model, val["x"], 100)),
-            }
+            out = {"auroc_real_t0": auroc(val["y"], classifier_probabilities(model, val["x"], 0))}
             if "lesion_x" in val:
-                both = np.concatenate([val["lesion_clean"], val["lesion_x"]])
-                labels = np.r_[np.zeros(len(val["lesion_x"])), np.ones(len(val["lesion_x"]))]
-                out["auroc_inserted_t0"] = auroc(labels, classifier_probabilities(model, both, 0))
+                for t in val.get("t_checks", [0]):
+                    out[f"auroc_paired_t{t}"] = paired_auroc(model, val["lesion_clean"], val["lesion_x"], t, alpha_bar)
             return out
         gen = torch.Generator().manual_seed(0)
         torch.set_grad_enabled(False)

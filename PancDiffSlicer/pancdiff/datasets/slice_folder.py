@@ -1,7 +1,10 @@
-"""The slice-folder format: ``manifest.csv`` (file, case, tumor[, mask]) beside PNG/NPY images.
+"""The slice-folder format: ``manifest.csv`` (file, case, tumor[, mask][, labels]) beside PNG/NPY images.
 
 ``../shared/data/pancreas-tc`` is in this format: crops of the pancreas bounding box at native
 in-plane resolution (about 0.6-0.9 mm; not recorded per image, so ``assumed_spacing_mm`` stands in).
+``mask`` is a binary tumor mask; ``labels`` a label map (0 background, 1 pancreas, 2 tumor). The
+organ (``labels > 0``) places simulated lesions and removes surroundings; tumor outlines are only
+ever used to score, never to train the classifier.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from ..errors import InputError
 
 @dataclass(frozen=True)
 class SliceRecord:
-    """One labelled 2D slice. ``mask`` is a path to a tumor mask PNG/NPY, or None."""
+    """One labelled 2D slice. ``mask`` / ``labels``: paths to a tumor mask / label map, or None."""
 
     path: Path
     case: str
     tumor: int
     mask: Path | None = None
     source: str = ""
+    labels: Path | None = None
 
 
 def read_manifest(root: str | Path) -> list[SliceRecord]:
@@ -44,6 +48,7 @@ def read_manifest(root: str | Path) -> list[SliceRecord]:
             if row["tumor"] not in ("0", "1"):
                 raise InputError(f"{manifest}: tumor must be 0 or 1, got {row['tumor']!r} for {row['file']}")
             mask = row.get("mask") or None
+            labels = row.get("labels") or None
             records.append(
                 SliceRecord(
                     path=root / row["file"],
@@ -51,6 +56,7 @@ def read_manifest(root: str | Path) -> list[SliceRecord]:
                     tumor=int(row["tumor"]),
                     mask=root / mask if mask else None,
                     source=row.get("source", ""),
+                    labels=root / labels if labels else None,
                 )
             )
     if not records:
@@ -82,6 +88,37 @@ def load_slice_image(path: str | Path) -> np.ndarray:
     if not np.isfinite(arr).all() or arr.min() < -1e-6 or arr.max() > 1 + 1e-6:
         raise InputError(f"{path}: intensities must be finite and in [0, 1]")
     return arr
+
+
+def load_label_map(path: str | Path) -> np.ndarray:
+    """(H, W) uint8 label map (0 background, 1 pancreas, 2 tumor) from a PNG/NPY of small integers."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: label map not found")
+    try:
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            with Image.open(path) as img:
+                arr = np.asarray(img)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable label map ({exc})") from None
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    if arr.ndim != 2 or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 2:
+        raise InputError(f"{path}: a label map holds 0 (background), 1 (pancreas) and 2 (tumor) only")
+    return arr.astype(np.uint8)
+
+
+def tuning_test_halves(cases: list[str]) -> tuple[list[str], list[str]]:
+    """Deterministic split of validation cases into a tuning half (every choice is made there) and a
+    test half (touched once, at the end), alternating within each source prefix."""
+    tune, test = [], []
+    for prefix in sorted({c.split("_")[0] for c in cases}):
+        group = sorted(c for c in cases if c.split("_")[0] == prefix)
+        tune += group[0::2]
+        test += group[1::2]
+    return tune, test
 
 
 def split_cases(records: list[SliceRecord], val_fraction: float = 0.15, seed: int = 0) -> tuple[list[str], list[str]]:
