@@ -17,7 +17,9 @@ import numpy as np
 import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ["--random-weights", "--steps", "2", "--noise", "20"]  # untrained nets, 2 DDIM steps: a pipeline test
+# Untrained nets, 2 DDIM steps: a pipeline test. No evidence floor: an untrained net at N = 20 changes
+# a slice too little to pass it, and these tests check where maps land, not what they find.
+FAST = ["--random-weights", "--steps", "2", "--noise", "20", "--min-anomaly", "0"]
 
 
 @dataclass

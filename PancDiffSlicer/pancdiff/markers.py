@@ -242,12 +242,50 @@ def values_at(points_lps: np.ndarray, volume: np.ndarray, grid: ImageGrid) -> np
     return out
 
 
+def fraction_within(region: np.ndarray, target: np.ndarray, grid: ImageGrid, radius_mm: float) -> float | None:
+    """Fraction of ``region``'s voxels within ``radius_mm`` of a ``target`` voxel (centers, physical mm).
+
+    With ``region`` the pancreas and ``target`` the candidates, this is the chance level of a hit: the
+    probability that a point placed at random in the pancreas lies within the tolerance of a candidate.
+    The distance transform runs on the region's bounding box grown by the radius only (a target
+    farther out cannot be within the radius); exact for oblique grids, whose axes are orthogonal.
+
+    Returns:
+        The fraction in [0, 1], or None for an empty region.
+    """
+    from scipy import ndimage
+
+    region, target = np.asarray(region, dtype=bool), np.asarray(target, dtype=bool)
+    n = int(np.count_nonzero(region))
+    if n == 0:
+        return None
+    if not target.any():
+        return 0.0
+    spacing_zyx = tuple(reversed(grid.spacing))
+    pad = [int(np.ceil(radius_mm / s)) + 1 for s in spacing_zyx]
+    box = tuple(
+        slice(max(int(idx.min()) - p, 0), min(int(idx.max()) + p + 1, size))
+        for idx, p, size in zip(np.nonzero(region), pad, region.shape)
+    )
+    if not target[box].any():
+        return 0.0
+    distance = ndimage.distance_transform_edt(~target[box], sampling=spacing_zyx)
+    return float(np.count_nonzero(region[box] & (distance <= radius_mm + 1e-6))) / n
+
+
+CHANCE_LEVEL_DEFINITION = (
+    "fraction of the pancreas mask's voxels within the tolerance of a candidate voxel: the hit rate of a "
+    "point placed at random in the pancreas. A hit means little when this is high"
+)
+
+
 def score_markers(
     markers: list[Marker],
     heatmap: np.ndarray,
     candidates: np.ndarray,
     grid: ImageGrid,
     tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+    pancreas: np.ndarray | None = None,
 ) -> dict:
     """Per marker: heatmap value, distance to the nearest candidate, hit (distance <= tolerance).
 
@@ -256,12 +294,16 @@ def score_markers(
         heatmap: (z, y, x) float normalized map on ``grid``.
         candidates: (z, y, x) bool on ``grid``.
         tolerance_mm: largest distance that still counts as a hit.
+        pancreas: (z, y, x) bool pancreas mask; when given, the result holds the chance level of a hit
+            (``fraction_within``) and each point says whether its hit beats it.
 
     Returns:
-        JSON-ready dict: ``tolerance_mm``, ``points`` (one dict each), ``hits``, ``n``, ``hit_rate``.
+        JSON-ready dict: ``tolerance_mm``, ``points`` (one dict each), ``hits``, ``n``, ``hit_rate``,
+        and with ``pancreas``: ``chance_level`` and its definition.
     """
     points = np.array([m.position_lps for m in markers], dtype=float).reshape(-1, 3)
     distance = distances_to_mask(points, candidates, grid)
+    chance = None if pancreas is None else fraction_within(pancreas, candidates, grid, tolerance_mm)
     value = values_at(points, heatmap, grid)
     index = grid.lps_to_index(points)
     rows = []
@@ -279,8 +321,10 @@ def score_markers(
                 "hit": bool(finite and distance[n] <= tolerance_mm),
             }
         )
+        if chance is not None:
+            rows[-1]["result"] = _verdict(rows[-1]["hit"], chance)
     hits = sum(r["hit"] for r in rows)
-    return {
+    out = {
         "tolerance_mm": float(tolerance_mm),
         "distance_definition": "mm from the point to the nearest candidate voxel center (0 inside a candidate voxel)",
         "n": len(rows),
@@ -288,13 +332,28 @@ def score_markers(
         "hit_rate": hits / len(rows) if rows else None,
         "points": rows,
     }
+    if pancreas is not None:
+        out["chance_level"] = None if chance is None else round(chance, 4)
+        out["chance_level_definition"] = CHANCE_LEVEL_DEFINITION
+    return out
+
+
+def _verdict(hit: bool, chance: float) -> str:
+    """'hit', 'miss', or a hit that any point in the pancreas would likely get, said as such."""
+    if not hit:
+        return "miss"
+    if chance >= 0.5:
+        return f"hit, but {chance:.0%} of the pancreas is as close to a candidate (uninformative)"
+    return f"hit ({chance:.0%} of the pancreas is as close to a candidate)"
 
 
 __all__ = [
+    "CHANCE_LEVEL_DEFINITION",
     "DEFAULT_TOLERANCE_MM",
     "ImageGrid",
     "Marker",
     "distances_to_mask",
+    "fraction_within",
     "read_markers",
     "score_markers",
     "to_lps",

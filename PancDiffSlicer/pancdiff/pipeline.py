@@ -48,6 +48,10 @@ PEAK_RANKING = (
     "slices with a non-empty map, ranked by tumor probability, then by raw anomaly maximum; "
     "peak = heatmap maximum in the slice"
 )
+PANCREAS_COVERAGE_DEFINITION = (
+    "fraction of the pancreas mask's voxels where the map is used: inside a canvas support, more than "
+    "edge_mm from its edge (crop border, tile seam, fill, air); elsewhere the heatmap is 0"
+)
 REPORT_ROWS = 4
 SUMMARY_PEAKS = 5
 
@@ -119,8 +123,12 @@ class VolumeDetection:
         cfg: the settings used.
         grid: the CT's geometry.
         canvases, reconstructions, tile_maps: (B, S, S) model inputs, healthy reconstructions and
-            normalized maps on the canvas (the report shows them).
+            evidence maps on the canvas (``postprocess.evidence_maps``; the report shows them).
         tile_valid: (B, S, S) bool canvas supports.
+        tile_trusted: (B, S, S) bool, the supports less their edge band (``postprocess.trusted_support``).
+        tile_transforms: per canvas, its ``CanvasTransform`` (view slice pixels <-> canvas pixels).
+        tile_view: (B,) the canvas's slice in the radiological view.
+        pancreas_coverage: fraction of the pancreas mask's voxels the trusted maps cover.
         reorientation: the CT array -> radiological view (``pancdiff.preprocess.Reorientation``).
         view_spacing: (row, col) pixel size of the view's slices in mm.
         tile_slice: (B,) slice index (CT array) of each canvas.
@@ -143,6 +151,10 @@ class VolumeDetection:
     view_spacing: tuple[float, float]
     tile_slice: np.ndarray
     tile_probability: np.ndarray
+    tile_trusted: np.ndarray | None = None
+    tile_transforms: list = field(default_factory=list)
+    tile_view: np.ndarray | None = None
+    pancreas_coverage: float | None = None
     evaluations_per_slice: int = 0
     device: str = "cpu"
     seconds: dict[str, float] = field(default_factory=dict)
@@ -198,6 +210,7 @@ def detect_volume(
         InputError: no slice to analyze, or invalid settings.
     """
     from .detection import Detector
+    from .postprocess import evidence_maps, near_mask, trusted_support
     from .preprocess import extract_slices, paste_back
 
     seconds: dict[str, float] = {}
@@ -225,13 +238,21 @@ def detect_volume(
     seconds["detect"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    heatmap = paste_back(result.normalized, batch, reduce="max")  # (z, y, x) float32, CT-sized: no copies
+    trusted = trusted_support(batch.canvases, batch.valid, cfg.edge_mm / bundle.preprocess.pixel_spacing_mm)
+    tile_maps = evidence_maps(result.anomaly, trusted, cfg)
+    heatmap = paste_back(tile_maps, batch, reduce="max", valid=trusted)  # (z, y, x) float32, CT-sized
     np.clip(heatmap, 0.0, 1.0, out=heatmap)
+    allowed = near_mask(mask, tuple(reversed(ct.image.GetSpacing())), cfg.pancreas_margin_mm)
+    heatmap[~allowed] = 0.0
+    del allowed
     candidates = heatmap >= cfg.threshold
+    seen = paste_back(trusted.astype(np.float32), batch, reduce="max", valid=trusted) > 0.5
+    coverage = float(np.count_nonzero(seen & mask)) / max(int(np.count_nonzero(mask)), 1)
+    del seen
     tile_slice = np.asarray(batch.slice_index, dtype=np.int64)
     findings = _findings(
         heatmap, candidates, batch.reorientation, np.asarray(batch.lps_index), result.tumor_probability,
-        result.anomaly, grid,
+        np.where(trusted, result.anomaly, 0.0), grid,
     )  # fmt: skip
     seconds["paste_back"] = time.monotonic() - t0
     return VolumeDetection(
@@ -242,8 +263,12 @@ def detect_volume(
         grid=grid,
         canvases=np.asarray(batch.canvases),
         reconstructions=result.reconstruction,
-        tile_maps=result.normalized,
+        tile_maps=tile_maps,
         tile_valid=np.asarray(batch.valid),
+        tile_trusted=trusted,
+        tile_transforms=list(batch.transforms),
+        tile_view=np.asarray(batch.lps_index, dtype=np.int64),
+        pancreas_coverage=coverage,
         reorientation=batch.reorientation,
         view_spacing=tuple(float(v) for v in batch.spacing_mm),
         tile_slice=tile_slice,
@@ -394,6 +419,8 @@ def write_results(
         "analyzed_tiles": len(det.tile_slice),
         "evaluations_per_slice": det.evaluations_per_slice,
         "candidate_voxels": int(det.candidates.sum()),
+        "pancreas_coverage": None if det.pancreas_coverage is None else round(det.pancreas_coverage, 4),
+        "pancreas_coverage_definition": PANCREAS_COVERAGE_DEFINITION,
         "candidate_volume_ml": round(float(det.candidates.sum()) * float(np.prod(det.grid.spacing)) / 1000.0, 3),
         "peaks_ranking": PEAK_RANKING,
         "peaks": [f.as_peak(n) for n, f in enumerate([f for f in ranked if f.peak_ijk][:SUMMARY_PEAKS], start=1)],
@@ -401,7 +428,7 @@ def write_results(
     if markers is not None:
         summary["markers"] = {
             **(markers_info or {}),
-            **score_markers(markers, det.heatmap, det.candidates, det.grid, tolerance_mm),
+            **score_markers(markers, det.heatmap, det.candidates, det.grid, tolerance_mm, pancreas=mask),
         }
     timing = {**summary.pop("timing_s", {}), **det.seconds, "write": time.monotonic() - t0}
     summary["timing_s"] = {k: round(v, 3) for k, v in timing.items()}

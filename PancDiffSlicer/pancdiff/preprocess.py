@@ -193,13 +193,22 @@ def extract_slices(ct: CTVolume, mask: np.ndarray, cfg: PreprocessConfig) -> Sli
     )
 
 
-def paste_back(maps: np.ndarray, batch: SliceBatch, reduce: Literal["max", "mean"] = "max") -> np.ndarray:
+def paste_back(
+    maps: np.ndarray,
+    batch: SliceBatch,
+    reduce: Literal["max", "mean"] = "max",
+    valid: np.ndarray | None = None,
+) -> np.ndarray:
     """Canvas maps -> a (z, y, x) float32 volume on the CT's original voxel grid.
 
     Args:
         maps: (B, S, S) per-canvas maps (e.g. anomaly scores), aligned with ``batch``.
         batch: from ``extract_slices`` on that CT.
         reduce: how overlapping tiles combine ("max" or "mean").
+        valid: (B, S, S) bool, the part of each canvas to use (e.g. ``postprocess.trusted_support``);
+            a slice pixel takes a canvas's value only where at least half of its interpolation
+            weight falls inside it, so a tile's untrusted edge leaves the pixel to an overlapping
+            tile (or 0). None: the canvases' whole supports (``batch.valid``).
 
     Returns:
         (z, y, x) float32; 0 outside the analysed supports.
@@ -207,6 +216,8 @@ def paste_back(maps: np.ndarray, batch: SliceBatch, reduce: Literal["max", "mean
     maps = np.asarray(maps, dtype=np.float32)
     if maps.shape != batch.canvases.shape:
         raise ValueError(f"maps shape {maps.shape} differs from the canvases' {batch.canvases.shape}")
+    if valid is not None and np.shape(valid) != batch.canvases.shape:
+        raise ValueError(f"valid shape {np.shape(valid)} differs from the canvases' {batch.canvases.shape}")
     if reduce not in ("max", "mean"):
         raise ValueError(f"reduce must be 'max' or 'mean', got {reduce!r}")
     out = np.zeros(batch.shape, dtype=np.float32)
@@ -220,29 +231,37 @@ def paste_back(maps: np.ndarray, batch: SliceBatch, reduce: Literal["max", "mean
             local = dataclasses.replace(
                 transform, center=(transform.center[0] - tile.row0, transform.center[1] - tile.col0)
             )
-            values = _from_canvas_valid(local, maps[b], batch.valid[b], tile.mask.shape)
+            support = batch.valid[b] if valid is None else np.asarray(valid[b], dtype=bool)
+            values, weight = _from_canvas_valid(local, maps[b], support, tile.mask.shape)
+            cover = tile.mask if valid is None else tile.mask & (weight >= 0.5)
             region = acc[tile.slices]
             if reduce == "max":
-                region[tile.mask] = np.maximum(region[tile.mask], values[tile.mask])
+                region[cover] = np.maximum(region[cover], values[cover])
             else:
-                region[tile.mask] += values[tile.mask]
-            count[tile.slices] += tile.mask
+                region[cover] += values[cover]
+            count[tile.slices] += cover
         covered = count > 0
         result = acc / np.maximum(count, 1.0) if reduce == "mean" else acc
         view[z] = np.where(covered, result, 0.0)
     return out
 
 
-def _from_canvas_valid(transform: CanvasTransform, values: np.ndarray, valid: np.ndarray, shape) -> np.ndarray:
+def _from_canvas_valid(
+    transform: CanvasTransform, values: np.ndarray, valid: np.ndarray, shape
+) -> tuple[np.ndarray, np.ndarray]:
     """Bilinear canvas -> slice using valid canvas pixels only, so the fill outside never leaks in.
 
     Normalized interpolation: interpolate values * valid and valid, divide. Where no valid canvas
     pixel is near (a support sliver thinner than a canvas pixel) take the nearest canvas value.
+
+    Returns:
+        (values, weight): the slice map and the interpolated ``valid`` (how much of each slice
+        pixel's interpolation fell inside it).
     """
     weight = transform.from_canvas(valid.astype(np.float32), shape, order=1)
     total = transform.from_canvas(np.where(valid, values, 0.0), shape, order=1)
     nearest = transform.from_canvas(values, shape, order=0)
-    return np.where(weight > 1e-3, total / np.maximum(weight, 1e-3), nearest).astype(np.float32)
+    return np.where(weight > 1e-3, total / np.maximum(weight, 1e-3), nearest).astype(np.float32), weight
 
 
 def to_canvases(volume: np.ndarray, batch: SliceBatch, order: int = 0) -> np.ndarray:

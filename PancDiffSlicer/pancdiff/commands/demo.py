@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from ..progress import Reporter
-from .detect import bundle_loader, overrides_from
+from .detect import add_candidate_arguments, bundle_loader, overrides_from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=float, metavar="T", help="candidate threshold on the normalized map")
     g.add_argument("--batch-size", type=int, metavar="B", help="slices per batch")
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="torch device (default: auto)")
+    add_candidate_arguments(parser)
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:

@@ -71,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=_int_in(1, 100000), metavar="B", help="slices per batch (default: by memory)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="torch device (default: auto)")
     g.add_argument("--random-weights", action="store_true", help=argparse.SUPPRESS)  # tests only
+    add_candidate_arguments(parser)
 
     g = parser.add_argument_group("reference points")
     g.add_argument(
@@ -137,6 +138,25 @@ def bundle_loader(model: str | None, random_weights: bool, device: str | None) -
     return load
 
 
+def add_candidate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a candidate may be (``pancdiff.postprocess``); shared by detect and demo."""
+    g = parser.add_argument_group("where candidates may be (default: the model's operating point)")
+    g.add_argument(
+        "--pancreas-margin", type=_non_negative, metavar="MM",
+        help="heatmap, candidates and peaks only within this distance of the pancreas mask (default 5 mm)",
+    )  # fmt: skip
+    g.add_argument(
+        "--min-anomaly", type=_non_negative, metavar="A",
+        help="smoothed |x - x_hat| a candidate needs, as a fraction of the HU window (default 0.05 = 20 HU); "
+        "0 = off, as in the paper, where every slice then has a candidate",
+    )  # fmt: skip
+    g.add_argument(
+        "--edge", type=_non_negative, metavar="MM",
+        help="ignore the map this close to a crop border, tile seam or air, where reconstructions fail "
+        "whatever the tissue (default 3 mm)",
+    )  # fmt: skip
+
+
 def overrides_from(args: argparse.Namespace) -> dict:
     """DetectConfig fields the user gave; the model's operating point fills the rest."""
     return {
@@ -146,6 +166,9 @@ def overrides_from(args: argparse.Namespace) -> dict:
         "threshold": args.threshold,
         "batch_size": args.batch_size,
         "device": args.device,
+        "pancreas_margin_mm": getattr(args, "pancreas_margin", None),
+        "min_anomaly": getattr(args, "min_anomaly", None),
+        "edge_mm": getattr(args, "edge", None),
     }
 
 
