@@ -601,8 +601,8 @@ def test_exit_codes_are_mapped(tmp_path, code, expected):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
-def test_cancel_kills_the_child_and_its_grandchild(tmp_path):
-    # A launcher (like PythonSlicer) whose grandchild does the work and ignores Ctrl-C.
+def _launcherWithStubbornGrandchild(tmp_path, **options) -> tuple[BackgroundProcess, int]:
+    """A launcher (like PythonSlicer) whose grandchild does the work and ignores Ctrl-C; started."""
     grandchild = _script(
         tmp_path,
         "grandchild.py",
@@ -622,7 +622,7 @@ def test_cancel_kills_the_child_and_its_grandchild(tmp_path):
         child.wait()
     """,
     )
-    process = BackgroundProcess([sys.executable, str(launcher)])
+    process = BackgroundProcess([sys.executable, str(launcher)], **options)
     process.start()
     deadline = time.monotonic() + 20
     events = []
@@ -632,10 +632,27 @@ def test_cancel_kills_the_child_and_its_grandchild(tmp_path):
         time.sleep(0.05)
     grandchildPid = int(next(e.message for e in events if e.kind == "info"))
     assert _alive(grandchildPid)
+    return process, grandchildPid
+
+
+def test_cancel_kills_the_child_and_its_grandchild(tmp_path):
+    process, grandchildPid = _launcherWithStubbornGrandchild(tmp_path)
     start = time.monotonic()
     process.cancel(graceSeconds=0.5)
     process.wait(timeout=15)
     assert time.monotonic() - start < 10
+    assert not _alive(process.pid) and not _alive(grandchildPid)
+    assert process.exitCode == ExitCode.CANCELLED
+
+
+def test_windows_cancel_kills_the_tree_at_once_with_psutil(tmp_path):
+    """Windows' path (no console, so no Ctrl-Break): the whole tree dies at once, without the grace wait."""
+    pytest.importorskip("psutil")
+    process, grandchildPid = _launcherWithStubbornGrandchild(tmp_path, platform="win32")
+    start = time.monotonic()
+    process.cancel(graceSeconds=30)
+    process.wait(timeout=10)
+    assert time.monotonic() - start < 5  # not the 30 s grace period
     assert not _alive(process.pid) and not _alive(grandchildPid)
     assert process.exitCode == ExitCode.CANCELLED
 

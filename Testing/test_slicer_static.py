@@ -311,3 +311,39 @@ def test_icon_is_a_128_pixel_png():
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, height) == (128, 128)
+
+
+def test_minimum_slicer_version_is_the_same_in_cmake_module_and_readme():
+    cmake = (MODULE_DIR.parent / "CMakeLists.txt").read_text(encoding="utf-8")
+    minimum = re.search(r'set\(PANCDIFF_MINIMUM_SLICER_VERSION "(\d+)\.(\d+)"\)', cmake).groups()
+    assert "if(Slicer_VERSION VERSION_LESS PANCDIFF_MINIMUM_SLICER_VERSION)" in cmake
+    module = MODULE_FILE.read_text(encoding="utf-8")
+    assert re.search(r"MINIMUM_SLICER_VERSION = \((\d+), (\d+)\)", module).groups() == minimum
+    assert "slicerVersionProblem(slicer.app.majorVersion, slicer.app.minorVersion)" in module
+    readme = (MODULE_DIR.parent / "README.md").read_text(encoding="utf-8")
+    assert f"Slicer {minimum[0]}.{minimum[1]} or newer" in readme
+
+
+def test_extension_screenshot_and_license_exist_where_the_metadata_says():
+    cmake = (MODULE_DIR.parent / "CMakeLists.txt").read_text(encoding="utf-8")
+    for variable in ("EXTENSION_SCREENSHOTURLS", "EXTENSION_ICONURL"):
+        url = re.search(rf'set\({variable} "([^"]+)"\)', cmake).group(1)
+        relative = url.split("/main/", 1)[1]
+        path = MODULE_DIR.parent / relative
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{variable}: {relative} missing"
+    license = (MODULE_DIR.parent / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in license and "Version 2.0" in license
+
+
+def test_sample_data_checksums_match_the_shipped_files():
+    import hashlib
+    import sys
+
+    sys.path.insert(0, str(MODULE_DIR))
+    from PancDiffSlicerLib import sampledata
+
+    for arguments, sample in zip(sampledata.registrationArguments(MODULE_DIR), sampledata.SAMPLES):
+        path = MODULE_DIR / "Resources" / "SampleData" / sample.fileName
+        assert arguments["checksums"] == [f"SHA256:{hashlib.sha256(path.read_bytes()).hexdigest()}"]
+        assert arguments["uris"] == [path.resolve().as_uri()]
+    assert [s.labelmap for s in sampledata.SAMPLES] == [False, True]

@@ -64,6 +64,9 @@ class BackgroundProcess:
         env: environment of the child (None: inherit).
         cwd: working directory of the child.
         logTailLines: how many non-JSON output lines to keep for error messages.
+        platform: how cancel works: on Windows ("win32") the tree is killed at once with psutil,
+            because a child started without a console (CREATE_NO_WINDOW) never receives
+            CTRL_BREAK_EVENT; elsewhere SIGINT first, then a kill after the grace period.
     """
 
     def __init__(
@@ -72,8 +75,10 @@ class BackgroundProcess:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         logTailLines: int = 200,
+        platform: str = sys.platform,
     ) -> None:
         self.command = list(command)
+        self.platform = platform
         self.env = env
         self.cwd = cwd
         self.logTail: collections.deque[str] = collections.deque(maxlen=logTailLines)
@@ -192,22 +197,21 @@ class BackgroundProcess:
             pass
 
     def cancel(self, graceSeconds: float = 3.0) -> None:
-        """Ask the whole process tree to stop (SIGINT / Ctrl-Break); kill it after ``graceSeconds``.
+        """Stop the whole process tree: SIGINT, then a kill after ``graceSeconds`` (POSIX); on Windows
+        the tree is killed at once (no console to deliver Ctrl-Break to; the engine's outputs are
+        atomic, so nothing half-written is left either way).
 
-        Non-blocking: ``poll`` does the kill when the grace period is over.
+        Non-blocking on POSIX: ``poll`` does the kill when the grace period is over.
         """
         if not self.isRunning():  # a launcher that already exited may have left its child running
             return
         self._cancelRequested = True
         self._collectTree()
-        if graceSeconds <= 0:
+        if graceSeconds <= 0 or self.platform == "win32":
             self.kill()
             return
         try:
-            if sys.platform == "win32":
-                self._proc.send_signal(signal.CTRL_BREAK_EVENT)
-            else:
-                os.killpg(self._proc.pid, signal.SIGINT)
+            os.killpg(self._proc.pid, signal.SIGINT)
         except (ProcessLookupError, PermissionError, OSError):
             pass
         self._killDeadline = time.monotonic() + graceSeconds
@@ -218,23 +222,24 @@ class BackgroundProcess:
         if self._proc is None:
             return
         self._collectTree()
-        if sys.platform == "win32":
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._proc.pid)], capture_output=True, check=False)
-        else:
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)  # the group is the child's session
-            except (ProcessLookupError, PermissionError):
-                pass
         try:
-            import psutil
+            import psutil  # bundled with Slicer
         except ImportError:
             psutil = None
-        if psutil is not None:  # descendants that left the group (setsid) are still killed
+        if psutil is not None:  # every descendant, also those that left the group (setsid)
             for pid in self._treePids:
                 try:
                     psutil.Process(pid).kill()
                 except psutil.Error:
                     pass
+        if sys.platform == "win32":
+            if psutil is None:
+                subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._proc.pid)], capture_output=True, check=False)
+        elif self.platform != "win32":
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)  # the group is the child's session
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             self._proc.kill()
         except ProcessLookupError:
