@@ -312,3 +312,10 @@ def test_confidence_names_the_model_its_held_out_auroc_and_uncalibrated():
     assert "UNTRAINED" in contract.confidenceText(untrained, card)
     calibrated = dict(card, calibration={"method": "isotonic"})
     assert "uncalibrated" not in contract.confidenceText(summary, calibrated)
+
+
+def test_module_load_says_clearly_when_slicer_is_too_old(moduleLogic):
+    module = sys.modules["PancDiffSlicer"]
+    assert module.slicerVersionProblem(5, 8) == "" and module.slicerVersionProblem(5, 10) == ""
+    message = module.slicerVersionProblem(5, 6)
+    assert "needs 3D Slicer 5.8 or newer" in message and "this is 5.6" in message

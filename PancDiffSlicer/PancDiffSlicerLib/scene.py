@@ -678,7 +678,7 @@ def placeInStudyFolder(ctNode, nodes: list) -> int:
 
 
 def findPancreasSegment(ctNode) -> tuple | None:
-    """(segmentation node, segment id) of the CT's PancDiff pancreas segment, if it has a non-empty one."""
+    """(segmentation node, segment id) of the CT's PancDiff pancreas segment, or None before the first run."""
     node = _resultNodes(ctNode).get(PANCREAS_ROLE)
     if node is None or node.GetSegmentation().GetSegment(PANCREAS_SEGMENT_ID) is None:
         return None
