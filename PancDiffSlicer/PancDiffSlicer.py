@@ -438,6 +438,10 @@ class PancDiffSlicerLogic(ScriptedLoadableModuleLogic):
         self._appliedDisplay = {}  # heatmap node ID -> (threshold, opacity, show 3D, window) last applied
         self._gpus = None
         self._modelCard = None
+        self._candidateKey = None  # what the candidate table was computed from
+        self._candidateParameters = None
+        self._candidatePointTags = []  # observers of the known-tumor points (distances in the candidate table)
+        self._referenceKey = None
 
     def getParameterNode(self):
         return PancDiffSlicerParameterNode(super().getParameterNode())
@@ -447,6 +451,8 @@ class PancDiffSlicerLogic(ScriptedLoadableModuleLogic):
         if self.knownTumorComparison is not None:
             self.knownTumorComparison.cleanup()
             self.knownTumorComparison = None
+        self._observeCandidatePoints(None)
+        self._candidateKey = self._referenceKey = None
         self._appliedDisplay.clear()
 
     # -- settings --------------------------------------------------------------------------------
@@ -673,29 +679,75 @@ class PancDiffSlicerLogic(ScriptedLoadableModuleLogic):
         self._updateCandidates(parameters, result)
         self._updateReferenceComparison(parameters, result)
 
-    def _updateCandidates(self, parameters, result) -> None:
-        """The ranked candidate table (engine's peaks) at the current threshold and known points."""
+    def _updateCandidates(self, parameters, result, force: bool = False) -> None:
+        """The ranked candidate table (engine's peaks) at the current threshold and known points.
+
+        Recomputed only when the map, the threshold or the points changed (points are observed).
+        """
+        self._candidateParameters = parameters
+        self._observeCandidatePoints(parameters.knownTumorPoints if result is not None else None)
         if result is None:
+            self._candidateKey = None
             self.candidateNavigator.setCandidates([])
             if parameters.candidateTable is not None:
                 parameters.candidateTable = None
             return
         threshold = float(parameters.thresholdPercent) / 100.0
-        candidates = findings.rankedCandidates(result, threshold, parameters.knownTumorPoints)
+        points = parameters.knownTumorPoints
+        key = (
+            result.heatmapNode.GetID(),
+            result.heatmapNode.GetImageData().GetMTime(),
+            threshold,
+            points.GetID() if points else None,
+        )
+        if key == self._candidateKey and not force:
+            return
+        self._candidateKey = key
+        candidates = findings.rankedCandidates(result, threshold, points)
         self.candidateNavigator.setCandidates(candidates)
         table = findings.candidateTableNode(parameters.inputVolume)
         findings.fillCandidateTable(table, candidates)
         if parameters.candidateTable is not table:
             parameters.candidateTable = table
 
+    def _observeCandidatePoints(self, points) -> None:
+        if self._candidatePointTags and self._candidatePointTags[0][0] is points:
+            return
+        for node, tag in self._candidatePointTags:
+            node.RemoveObserver(tag)
+        self._candidatePointTags = []
+        if points is not None:
+            self._candidatePointTags = [
+                (points, points.AddObserver(event, self._onCandidatePointsChanged))
+                for event in KnownTumorComparison.POINT_EVENTS
+            ]
+
+    def _onCandidatePointsChanged(self, caller=None, event=None) -> None:
+        parameters = self._candidateParameters
+        if parameters is not None and parameters.inputVolume:
+            self._updateCandidates(parameters, self.result(parameters), force=True)
+
     def _updateReferenceComparison(self, parameters, result) -> None:
         reference, segmentId = parameters.referenceSegmentation, parameters.referenceSegmentId
         if result is None or not reference or not segmentId:
             self.referenceComparison = None
+            self._referenceKey = None
             if parameters.referenceTable is not None:
                 parameters.referenceTable = None
             return
         threshold = float(parameters.thresholdPercent) / 100.0
+        key = (
+            result.heatmapNode.GetID(),
+            result.heatmapNode.GetImageData().GetMTime(),
+            threshold,
+            reference.GetID(),
+            segmentId,
+            reference.GetMTime(),
+            reference.GetSegmentation().GetMTime(),
+        )
+        if key == self._referenceKey:
+            return
+        self._referenceKey = key
         self.referenceComparison = findings.compareWithReference(result, threshold, reference, segmentId)
         table = findings.referenceTableNode(parameters.inputVolume)
         findings.fillReferenceTable(table, self.referenceComparison)

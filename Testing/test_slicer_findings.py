@@ -319,3 +319,36 @@ def test_module_load_says_clearly_when_slicer_is_too_old(moduleLogic):
     assert module.slicerVersionProblem(5, 8) == "" and module.slicerVersionProblem(5, 10) == ""
     message = module.slicerVersionProblem(5, 6)
     assert "needs 3D Slicer 5.8 or newer" in message and "this is 5.6" in message
+
+
+def test_module_logic_keeps_the_candidate_table_in_step_with_threshold_and_points(moduleLogic, ctNode):
+    logic = moduleLogic
+    parameters = logic.getParameterNode()
+    parameters.inputVolume = ctNode
+    parameters.pancreasSource = contract.PancreasSource.LABELMAP
+    labelmap = ctNode.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "pancreas")
+    mask = np.zeros(scene.arrayFromVolume(ctNode).shape, np.uint8)
+    mask[4:8, 5:10, 6:12] = 1
+    scene.setVolumeArray(labelmap, mask, scene.ijkToRas(ctNode))
+    parameters.pancreasLabelmap = labelmap
+    parameters.thresholdPercent = 90.0
+    job = logic.runDetection(parameters, timeoutSeconds=60)
+    assert job.state.name == "SUCCEEDED", job.errorMessage
+    table = parameters.candidateTable
+    assert table is not None and table.GetNumberOfRows() == 1  # the stand-in engine reports one peak
+    sizeAt90 = float(table.GetCellText(0, table.GetColumnIndex("Size")))
+    parameters.thresholdPercent = 10.0
+    logic.applyParameters(parameters)
+    assert float(table.GetCellText(0, table.GetColumnIndex("Size"))) > sizeAt90  # a larger region
+    assert table.GetCellText(0, table.GetColumnIndex("Distance to point")) == "nan"
+
+    points = ctNode.GetScene().AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Known tumors")
+    parameters.knownTumorPoints = points
+    logic.applyParameters(parameters)
+    peak = np.array(logic.candidateNavigator.candidates[0].peakRas)
+    points.AddControlPoint(*(peak + [0.0, 0.0, 7.5]).tolist(), "T1")  # observed: no applyParameters call
+    assert float(table.GetCellText(0, table.GetColumnIndex("Distance to point"))) == pytest.approx(7.5, abs=1e-3)
+    points.SetNthControlPointPosition(0, *(peak + [3.0, 4.0, 0.0]).tolist())
+    assert float(table.GetCellText(0, table.GetColumnIndex("Distance to point"))) == pytest.approx(5.0, abs=1e-3)
+    np.testing.assert_allclose(logic.nextCandidate(parameters).peakRas, peak)
+    logic.cleanup()

@@ -742,8 +742,10 @@ candidates.CopyInformation(ct)
 sitk.WriteImage(candidates, str(out / "candidates.nii.gz"))
 with open(out / "slices.csv", "w", newline="") as f:
     csv.writer(f).writerows([["slice_index", "tumor_probability", "map_max"], [5, 0.9, 1.0]])
+k, j, i = (int(v) for v in np.unravel_index(int(np.argmax(heatmap)), heatmap.shape))
+peaks = [{"rank": 1, "slice_index": k, "peak_voxel_ijk": [i, j, k], "tumor_probability": 0.9, "map_max": 1.0}]
 (out / "summary.json").write_text(json.dumps({"overall_confidence": 0.9, "settings": vars(args), "model_id": "fake",
-                                              "peaks": []}))
+                                              "peaks": peaks}))
 for done in (1, 2):
     print(json.dumps({"event": "progress", "stage": "detect", "done": done, "total": 2, "elapsed_s": 0.1,
                       "eta_s": 0.0}), flush=True)

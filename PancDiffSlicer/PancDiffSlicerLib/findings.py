@@ -48,21 +48,32 @@ class Candidate:
     distanceToPointMm: float
 
 
-def regionSizeMm(mask: np.ndarray, kji: tuple[int, int, int], spacing) -> float:
-    """Largest extent in mm (voxel count x spacing, per axis) of the region of ``mask`` holding voxel ``kji``.
+class RegionSizes:
+    """Largest extent in mm (voxel count x spacing, per axis) of the candidate region holding a voxel.
+
+    The regions are labelled once, inside the bounding box of the candidates (cheap on a full CT).
 
     Args:
         mask: (K, J, I) bool candidates.
-        kji: the voxel (k, j, i).
         spacing: (i, j, k) voxel size in mm.
-    Returns 0 when the voxel is not a candidate.
     """
-    if not mask[kji]:
-        return 0.0
-    labels, _ = _label(mask)
-    voxels = np.argwhere(labels == labels[kji])
-    extent = voxels.max(axis=0) - voxels.min(axis=0) + 1  # (k, j, i) voxels
-    return float(max(extent[2] * spacing[0], extent[1] * spacing[1], extent[0] * spacing[2]))
+
+    def __init__(self, mask: np.ndarray, spacing) -> None:
+        self.spacing = np.asarray(spacing, float)
+        found = np.argwhere(mask)
+        self.low = found.min(axis=0) if len(found) else np.zeros(3, int)
+        high = found.max(axis=0) + 1 if len(found) else np.zeros(3, int)
+        box = mask[self.low[0] : high[0], self.low[1] : high[1], self.low[2] : high[2]]
+        self.labels, _ = _label(box) if box.size else (np.zeros((0, 0, 0), int), 0)
+
+    def sizeMm(self, kji: tuple[int, int, int]) -> float:
+        """0 when voxel (k, j, i) is not a candidate."""
+        local = tuple(np.asarray(kji) - self.low)
+        if any(v < 0 or v >= n for v, n in zip(local, self.labels.shape)) or self.labels[local] == 0:
+            return 0.0
+        voxels = np.argwhere(self.labels == self.labels[local])
+        extent = voxels.max(axis=0) - voxels.min(axis=0) + 1  # (k, j, i) voxels
+        return float(max(extent[2] * self.spacing[0], extent[1] * self.spacing[1], extent[0] * self.spacing[2]))
 
 
 def _pointsWorld(pointsNode) -> np.ndarray:
@@ -80,8 +91,8 @@ def rankedCandidates(result: sceneLib.DetectionResult, threshold: float, pointsN
     """The engine's ranked peaks in its order, measured on the heatmap at ``threshold``."""
     heatmapNode = result.heatmapNode
     array = sceneLib.arrayFromVolume(heatmapNode)
-    mask = sceneLib.candidateMask(array, threshold)
     spacing = np.linalg.norm(sceneLib.ijkToRas(heatmapNode)[:3, :3], axis=0)
+    sizes = RegionSizes(sceneLib.candidateMask(array, threshold), spacing)
     rasToIjk = np.linalg.inv(sceneLib.ijkToRas(heatmapNode))
     points = _pointsWorld(pointsNode)
     candidates = []
@@ -99,7 +110,7 @@ def rankedCandidates(result: sceneLib.DetectionResult, threshold: float, pointsN
                 sliceIndex=peak.sliceIndex if peak.sliceIndex is not None else (k if inside else None),
                 peakRas=tuple(float(v) for v in world),
                 value=float(array[k, j, i]) if inside else math.nan,
-                sizeMm=regionSizeMm(mask, (k, j, i), spacing) if inside else 0.0,
+                sizeMm=sizes.sizeMm((k, j, i)) if inside else 0.0,
                 tumorProbability=peak.tumorProbability,
                 distanceToPointMm=distance,
             )
