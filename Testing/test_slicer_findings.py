@@ -121,8 +121,8 @@ def test_pancreas_segment_is_created_then_reused_and_a_corrected_mask_is_honoure
     logic.cleanup()
 
 
-def test_labelmap_source_shows_the_mask_as_a_pancreas_segment(moduleLogic, ctNode):
-    logic = moduleLogic
+def _labelmapParameters(logic, ctNode):
+    """Parameters for a Detect with a pancreas label map (a box) on the CT's grid; returns them and the box."""
     parameters = logic.getParameterNode()
     parameters.inputVolume = ctNode
     parameters.pancreasSource = contract.PancreasSource.LABELMAP
@@ -131,6 +131,12 @@ def test_labelmap_source_shows_the_mask_as_a_pancreas_segment(moduleLogic, ctNod
     mask[4:8, 5:10, 6:12] = 1
     scene.setVolumeArray(labelmap, mask, scene.ijkToRas(ctNode))
     parameters.pancreasLabelmap = labelmap
+    return parameters, mask
+
+
+def test_labelmap_source_shows_the_mask_as_a_pancreas_segment(moduleLogic, ctNode):
+    logic = moduleLogic
+    parameters, mask = _labelmapParameters(logic, ctNode)
     job = logic.runDetection(parameters, timeoutSeconds=60)
     assert job.state.name == "SUCCEEDED", job.errorMessage
     segmentationNode, segmentId = scene.findPancreasSegment(ctNode)
@@ -323,14 +329,7 @@ def test_module_load_says_clearly_when_slicer_is_too_old(moduleLogic):
 
 def test_module_logic_keeps_the_candidate_table_in_step_with_threshold_and_points(moduleLogic, ctNode):
     logic = moduleLogic
-    parameters = logic.getParameterNode()
-    parameters.inputVolume = ctNode
-    parameters.pancreasSource = contract.PancreasSource.LABELMAP
-    labelmap = ctNode.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "pancreas")
-    mask = np.zeros(scene.arrayFromVolume(ctNode).shape, np.uint8)
-    mask[4:8, 5:10, 6:12] = 1
-    scene.setVolumeArray(labelmap, mask, scene.ijkToRas(ctNode))
-    parameters.pancreasLabelmap = labelmap
+    parameters, mask = _labelmapParameters(logic, ctNode)
     parameters.thresholdPercent = 90.0
     job = logic.runDetection(parameters, timeoutSeconds=60)
     assert job.state.name == "SUCCEEDED", job.errorMessage
