@@ -351,3 +351,35 @@ def test_module_logic_keeps_the_candidate_table_in_step_with_threshold_and_point
     assert float(table.GetCellText(0, table.GetColumnIndex("Distance to point"))) == pytest.approx(5.0, abs=1e-3)
     np.testing.assert_allclose(logic.nextCandidate(parameters).peakRas, peak)
     logic.cleanup()
+
+
+@pytest.mark.slow
+def test_real_engine_ranked_candidates_and_confidence_through_the_module_logic(moduleLogic, mrmlScene, monkeypatch):
+    """The module's logic with the real engine and the bundled models on the sample CT (about a minute)."""
+    module = sys.modules["PancDiffSlicer"]
+    monkeypatch.setattr(module.PancDiffSlicerLogic, "engineDir", staticmethod(lambda: str(MODULE_DIR)))
+    logic = moduleLogic
+    sample = MODULE_DIR / "Resources" / "SampleData"
+    ct = scene.loadVolumeFile(mrmlScene, sample / "example_ct_sm.nii.gz", "Sample CT")
+    labelmap = scene.loadVolumeFile(mrmlScene, sample / "pancreas.nii.gz", "pancreas", "vtkMRMLLabelMapVolumeNode")
+    parameters = logic.getParameterNode()
+    parameters.inputVolume, parameters.pancreasLabelmap = ct, labelmap
+    parameters.pancreasSource, parameters.device = contract.PancreasSource.LABELMAP, contract.Device.CPU
+    job = logic.runDetection(parameters, timeoutSeconds=600)
+    assert job.state.name == "SUCCEEDED", job.errorMessage
+    result = logic.result(parameters)
+    summary = scene.summaryOf(result)
+    card = contract.readModelCard(MODULE_DIR)
+    assert summary.modelId == card["model_id"] and not summary.untrained
+    assert card["model_id"] in logic.confidenceText(result) and "(uncalibrated)" in logic.confidenceText(result)
+    table = parameters.candidateTable
+    ranks = [int(table.GetCellText(r, table.GetColumnIndex("Rank"))) for r in range(table.GetNumberOfRows())]
+    assert ranks == [p.rank for p in summary.peaks] and ranks
+    slices = [int(table.GetCellText(r, table.GetColumnIndex("Slice"))) for r in range(table.GetNumberOfRows())]
+    assert slices == [p.sliceIndex for p in summary.peaks]
+    np.testing.assert_allclose(logic.jumpToPeak(parameters), scene.peakWorld(result.heatmapNode, summary.peaks[0]))
+    segmentationNode, segmentId = scene.findPancreasSegment(ct)
+    np.testing.assert_array_equal(
+        _segmentArray(segmentationNode, segmentId, ct), (scene.arrayFromVolume(labelmap) > 0).astype(np.uint8)
+    )
+    logic.cleanup()
