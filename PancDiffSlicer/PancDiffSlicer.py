@@ -442,6 +442,7 @@ class PancDiffSlicerLogic(ScriptedLoadableModuleLogic):
         self._candidateParameters = None
         self._candidatePointTags = []  # observers of the known-tumor points (distances in the candidate table)
         self._referenceKey = None
+        self._referenceProblem = ""
 
     def getParameterNode(self):
         return PancDiffSlicerParameterNode(super().getParameterNode())
@@ -732,6 +733,7 @@ class PancDiffSlicerLogic(ScriptedLoadableModuleLogic):
         if result is None or not reference or not segmentId:
             self.referenceComparison = None
             self._referenceKey = None
+            self._referenceProblem = ""
             if parameters.referenceTable is not None:
                 parameters.referenceTable = None
             return
@@ -748,13 +750,21 @@ class PancDiffSlicerLogic(ScriptedLoadableModuleLogic):
         if key == self._referenceKey:
             return
         self._referenceKey = key
-        self.referenceComparison = findings.compareWithReference(result, threshold, reference, segmentId)
+        self._referenceProblem = ""
+        try:
+            self.referenceComparison = findings.compareWithReference(result, threshold, reference, segmentId)
+        except ValueError as error:  # e.g. a segment that cannot be resampled to the map
+            self.referenceComparison = None
+            self._referenceProblem = str(error)
+            return
         table = findings.referenceTableNode(parameters.inputVolume)
         findings.fillReferenceTable(table, self.referenceComparison)
         if parameters.referenceTable is not table:
             parameters.referenceTable = table
 
     def referenceText(self, parameters) -> str:
+        if self._referenceProblem:
+            return self._referenceProblem
         if self.referenceComparison is None:
             return _("No reference segment chosen.")
         return self.referenceComparison.describe()

@@ -383,3 +383,22 @@ def test_real_engine_ranked_candidates_and_confidence_through_the_module_logic(m
         _segmentArray(segmentationNode, segmentId, ct), (scene.arrayFromVolume(labelmap) > 0).astype(np.uint8)
     )
     logic.cleanup()
+
+
+def test_module_logic_reports_reference_comparison_and_a_bad_reference_in_words(moduleLogic, ctNode):
+    logic = moduleLogic
+    parameters, mask = _labelmapParameters(logic, ctNode)
+    job = logic.runDetection(parameters, timeoutSeconds=60)
+    assert job.state.name == "SUCCEEDED", job.errorMessage
+    assert logic.referenceText(parameters) == "No reference segment chosen."
+    reference = ctNode.GetScene().AddNewNodeByClass("vtkMRMLSegmentationNode", "Radiologist")
+    reference.GetSegmentation().AddEmptySegment("lesion", "Lesion")
+    _setSegmentArray(reference, "lesion", mask, ctNode)
+    parameters.referenceSegmentation, parameters.referenceSegmentId = reference, "lesion"
+    logic.applyParameters(parameters)
+    assert "1 of 1 reference lesion(s) hit" in logic.referenceText(parameters)
+    assert parameters.referenceTable.GetNumberOfRows() == 1
+    parameters.referenceSegmentId = "gone"
+    logic.applyParameters(parameters)
+    assert logic.referenceText(parameters) == "Segment 'gone' is not in 'Radiologist': choose another segment."
+    logic.cleanup()

@@ -252,6 +252,8 @@ def pancreasMaskArray(ctNode, segmentationNode=None, segmentId: str | None = Non
 
 def segmentMaskArray(referenceVolumeNode, segmentationNode, segmentId: str) -> np.ndarray:
     """A 0/1 uint8 mask of one segment on ``referenceVolumeNode``'s voxel grid (e.g. a reference lesion)."""
+    if not segmentId or segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+        raise MaskError(f"Segment '{segmentId}' is not in '{segmentationNode.GetName()}': choose another segment.")
     return pancreasMaskArray(referenceVolumeNode, segmentationNode=segmentationNode, segmentId=segmentId)
 
 
