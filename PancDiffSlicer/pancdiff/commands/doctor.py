@@ -8,6 +8,7 @@ or torch cannot be imported; otherwise 0 (a missing TotalSegmentator is optional
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -116,8 +117,21 @@ def _totalsegmentator() -> dict:
 
 
 def _models() -> dict:
-    """The bundled model card and each weight file's SHA-256, recomputed and compared."""
-    from ..weights import CARD_FILE, CLASSIFIER_FILE, UNET_FILE, bundled_model_dir, sha256_file
+    """The bundled model card and each weight file's SHA-256, recomputed and compared.
+
+    Works without torch (``pancdiff.weights`` needs it): doctor must still report the bundle there.
+    """
+    from ..resources import bundled_model_dir
+
+    try:
+        from ..weights import CARD_FILE, CLASSIFIER_FILE, UNET_FILE, sha256_file
+
+        required = (UNET_FILE, CLASSIFIER_FILE)
+    except ImportError:  # no torch: check every file the card lists
+        CARD_FILE, required = "model.json", ()
+
+        def sha256_file(path: Path) -> str:
+            return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
     root = bundled_model_dir()
     out: dict = {"folder": str(root), "model_id": None, "files": []}
@@ -133,7 +147,7 @@ def _models() -> dict:
     out["model_id"] = card.get("model_id")
     out["operating_point"] = card.get("operating_point")
     recorded_hashes = card.get("sha256") or {}
-    unrecorded = [name for name in (UNET_FILE, CLASSIFIER_FILE) if name not in recorded_hashes]
+    unrecorded = [name for name in required if name not in recorded_hashes]
     if unrecorded:
         out["error"] = f"{CARD_FILE} records no SHA-256 for {', '.join(unrecorded)}"
     for name, recorded in sorted(recorded_hashes.items()):
