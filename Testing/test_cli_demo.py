@@ -24,7 +24,7 @@ def test_demo_with_random_weights_writes_both_results_and_the_lesion_distance(tm
     assert "WARNING: untrained random weights" in run.stdout
     assert "distance from the strongest peak to the lesion center" in run.stdout
 
-    assert sorted(p.name for p in out.iterdir()) == ["as_is", "demo_summary.json", "with_lesion"]
+    assert sorted(p.name for p in out.iterdir()) == ["as_is", "comparison.png", "demo_summary.json", "with_lesion"]
     assert sorted(p.name for p in (out / "as_is").iterdir()) == sorted(RESULT_FILES)
     assert sorted(p.name for p in (out / "with_lesion").iterdir()) == sorted(
         [*RESULT_FILES, "ct_with_lesion.nii.gz", "lesion.nii.gz"]
@@ -46,6 +46,18 @@ def test_demo_with_random_weights_writes_both_results_and_the_lesion_distance(tm
     i, j, k = lesion["center_voxel_ijk"]
     assert lesion_mask[k, j, i]
     np.testing.assert_allclose(ct.TransformIndexToPhysicalPoint((i, j, k)), lesion["center_lps_mm"], atol=0.01)
+
+    # Both reports show the lesion's center slice (its marker) and its largest section; the side-by-side
+    # picture is there.
+    center_k = lesion["center_voxel_ijk"][2]
+    largest_k = int(np.argmax(lesion_mask.sum(axis=(1, 2))))
+    for run_name in ("as_is", "with_lesion"):
+        shown = json.loads((out / run_name / "summary.json").read_text())["report_slices"]
+        reasons = {r["slice_index"]: r["reason"] for r in shown}
+        assert "marker simulated lesion center" in reasons[center_k]
+        assert "known lesion" in reasons[largest_k]
+        assert summary[run_name]["lesion_center_result"].split(",")[0].split(" ")[0] in ("hit", "miss")
+    assert summary["reports"][0] == "comparison.png" and (out / "comparison.png").stat().st_size > 10_000
 
     # The distance is the strongest peak's, measured in mm.
     peak = summary["with_lesion"]["strongest_peak"]

@@ -150,6 +150,24 @@ def test_markers_distances_match_a_brute_force_physical_computation(detected):
     assert far["hit"] is False and far["heatmap_value"] is None and far["distance_to_candidate_mm"] > 250
 
 
+def test_report_shows_every_marker_slice_and_hit_says_its_chance_level(detected):
+    summary = json.loads((detected["out"] / "summary.json").read_text())
+    shown = {r["slice_index"]: r for r in summary["report_slices"]}
+    ct = detected["ct"]
+    for point in detected["points_lps"]:
+        k = int(round(ct.TransformPhysicalPointToContinuousIndex([float(v) for v in point])[2]))
+        if 0 <= k < ct.GetSize()[2]:
+            assert "marker" in shown[k]["reason"]
+            position = ct.TransformContinuousIndexToPhysicalPoint(
+                [(ct.GetSize()[0] - 1) / 2, (ct.GetSize()[1] - 1) / 2, k]
+            )
+            assert shown[k]["position_mm"] == pytest.approx(position[2], abs=2.0)  # slice center, oblique grid
+    assert any(r["reason"].startswith("finding") or "finding" in r["reason"] for r in summary["report_slices"])
+    markers = summary["markers"]
+    assert 0.0 <= markers["chance_level"] <= 1.0 and "random" in markers["chance_level_definition"]
+    assert all(p["result"].split(",")[0].split(" ")[0] in ("hit", "miss") for p in markers["points"])
+
+
 def test_cohort_shard_records_a_bad_ct_and_goes_on(tmp_path):
     """CSV of three CTs, shard 1/2 takes the 1st and 3rd; the 3rd is missing. Also --overwrite."""
     ct_a, mask_a = write_case(tmp_path / "data", "a")

@@ -68,6 +68,24 @@ def test_hit_means_within_tolerance():
     assert np.isnan(values_at(np.array([[1e4, 0, 0]]), heat, grid)[0])
 
 
+def test_chance_level_is_brute_force_fraction_of_pancreas_near_a_candidate_on_an_oblique_grid():
+    grid, image = _oblique_grid()
+    pancreas = np.zeros((9, 16, 20), dtype=bool)
+    pancreas[3:6, 4:12, 5:15] = True
+    cand = np.zeros_like(pancreas)
+    cand[4, 6, 7] = cand[5, 10, 13] = True
+    voxel = np.array(image.TransformIndexToPhysicalPoint((7, 6, 4)))
+    result = score_markers(_markers([voxel]), np.zeros(pancreas.shape), cand, grid, 4.0, pancreas=pancreas)
+    world = lambda kji: np.array([image.TransformIndexToPhysicalPoint([int(v) for v in idx[::-1]]) for idx in kji])  # noqa: E731
+    near = np.linalg.norm(world(np.argwhere(pancreas))[:, None] - world(np.argwhere(cand))[None], axis=2).min(axis=1)
+    assert result["chance_level"] == pytest.approx(np.mean(near <= 4.0 + 1e-6), abs=1e-4)
+    assert 0 < result["chance_level"] < 0.5
+    assert result["points"][0]["hit"] and result["points"][0]["result"].startswith("hit (")
+    everywhere = score_markers(_markers([voxel]), np.zeros(pancreas.shape), pancreas, grid, 4.0, pancreas=pancreas)
+    assert everywhere["chance_level"] == 1.0 and "uninformative" in everywhere["points"][0]["result"]
+    assert "chance_level" not in score_markers(_markers([voxel]), np.zeros(pancreas.shape), cand, grid, 4.0)
+
+
 def _mrk(system: str, position) -> dict:
     return {
         "markups": [

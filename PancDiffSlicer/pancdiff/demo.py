@@ -177,13 +177,14 @@ def run_demo(
     ct_lesion = dataclasses.replace(with_array(ct, lesioned_hu), path=Path(f"{ct.path} (with simulated lesion)"))
     target = [Marker("simulated lesion center", lesion.center_lps)]
 
-    runs = {}
+    runs, detections = {}, {}
     for name, volume in (("as_is", ct), ("with_lesion", ct_lesion)):
         reporter.stage("demo", f"{name.replace('_', ' ')}")
         (out / name).mkdir()
         runs[name] = detect_ct(
             volume, mask, out / name, bundle, source=source, overrides=overrides, reporter=reporter,
-            markers=target, markers_info={"file": "simulated lesion center (demo)"},
+            markers=target, markers_info={"file": "simulated lesion center (demo)"}, reference=lesion.mask,
+            on_detection=lambda det, name=name: detections.__setitem__(name, det),
         )  # fmt: skip
     write_like(np.rint(lesioned_hu), ct.image, out / "with_lesion" / "ct_with_lesion.nii.gz", np.int16)
     write_like(lesion.mask.astype(np.uint8), ct.image, out / "with_lesion" / "lesion.nii.gz", np.uint8)
@@ -196,13 +197,81 @@ def run_demo(
         "lesion": lesion.describe(grid),
         "as_is": _run_digest(runs["as_is"], lesion, grid),
         "with_lesion": _run_digest(runs["with_lesion"], lesion, grid),
-        "reports": ["as_is/report.png", "with_lesion/report.png"],
+        "reports": ["comparison.png", "with_lesion/report.png", "as_is/report.png"],
+        "strongest_peak_definition": (
+            "the heatmap maximum of the strongest finding (summary.json peaks[0]); the heatmap is 0 beyond "
+            "pancreas_margin_mm of the pancreas mask, so this is the strongest in-pancreas peak"
+        ),
     }
     summary["distance_strongest_peak_to_lesion_mm"] = summary["with_lesion"]["strongest_peak_to_lesion_center_mm"]
     if summary["model"].get("untrained"):
         summary["warning"] = "untrained random weights: this run tests the pipeline only, the maps mean nothing"
+    render_demo_comparison(out / "comparison.png", ct, ct_lesion, mask, lesion, detections, summary)
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def render_demo_comparison(
+    path: Path, ct, ct_lesion, mask: np.ndarray, lesion: SimulatedLesion, detections: dict, summary: dict[str, Any]
+) -> Path:
+    """``comparison.png``: the as-is and the with-lesion run side by side on the lesion's slices.
+
+    Same slices (the lesion's largest section and its neighbours), same colour scale, the lesion and
+    the pancreas outlined on both: where the models find the lesion, it shows as a difference here.
+    """
+    from .pipeline import _ijk_to_view, confidence_note, slice_position_mm, slice_strip
+    from .report import ReportPoint, render_comparison
+
+    a, b = detections["as_is"], detections["with_lesion"]
+    view = b.reorientation.apply
+    ref = view(lesion.mask)
+    sections = ref.sum(axis=(1, 2))
+    center = int(np.argmax(sections))
+    rows = [z for z in (center - 1, center, center + 1) if 0 <= z < len(sections) and sections[z] > 0]
+    labels = [
+        f"z = {slice_position_mm(b, z):.1f} mm (k = {b.reorientation.original_slice_index(z, b.heatmap.shape)})"
+        for z in rows
+    ]
+    peaks, notes = [], []
+    for det, key in ((a, "as_is"), (b, "with_lesion")):
+        top = next((f for f in det.ranked() if f.peak_ijk is not None), None)
+        peaks.append(None if top is None else (top.view_index, *top.peak_rc))
+        digest = summary[key]
+        distance = digest["strongest_peak_to_lesion_center_mm"]
+        notes.append(
+            f"p(tumor) max {_f(digest['overall_confidence'])}; heatmap at lesion center "
+            f"{_f(digest['heatmap_at_lesion_center'])}; strongest peak "
+            + ("none" if distance is None else f"{distance:.1f} mm from it")
+        )
+    ijk = np.asarray(lesion.center_ijk, dtype=float)
+    point = ReportPoint("lesion center", _ijk_to_view(b.reorientation, b.heatmap.shape, ijk))
+    strips = [slice_strip(det, [], lesion.mask) for det in (a, b)]
+    cfg = b.cfg
+    title = (
+        f"PancDiff demo: the sample CT as is vs with a simulated lesion ({lesion.delta_hu:+g} HU, "
+        f"~{lesion.radii_mm[1]:g} mm radius)\nmodel {summary['model'].get('model_id')}   S={cfg.scale:g}  "
+        f"N={cfg.noise_level}  K={cfg.steps}  threshold={cfg.threshold:g}\n"
+        f"{confidence_note(b.overall_confidence, summary['model'])}"
+    )
+    return render_comparison(
+        path,
+        [view(np.asarray(ct.array)), view(np.asarray(ct_lesion.array))],
+        [view(a.heatmap), view(b.heatmap)],
+        [view(a.candidates), view(b.candidates)],
+        ["as is", "with simulated lesion"],
+        b.view_spacing,
+        rows,
+        labels,
+        strips,
+        pancreas=view(np.asarray(mask, dtype=bool)),
+        reference=ref,
+        points=[point],
+        peaks=peaks,
+        notes=notes,
+        threshold=cfg.threshold,
+        title=title,
+        warning=summary.get("warning", "").upper(),
+    )
 
 
 def _run_digest(summary: dict[str, Any], lesion: SimulatedLesion, grid: ImageGrid) -> dict[str, Any]:
@@ -221,6 +290,8 @@ def _run_digest(summary: dict[str, Any], lesion: SimulatedLesion, grid: ImageGri
         digest["strongest_peak_to_lesion_mm"] = round(float(distances_to_mask(p[None], lesion.mask, grid)[0]), 2)
     marker = summary["markers"]["points"][0]
     digest["lesion_center_to_nearest_candidate_mm"] = marker["distance_to_candidate_mm"]
+    digest["lesion_center_result"] = marker.get("result", "hit" if marker["hit"] else "miss")
+    digest["chance_level"] = summary["markers"].get("chance_level")
     digest["heatmap_at_lesion_center"] = marker["heatmap_value"]
     return digest
 
@@ -239,7 +310,10 @@ def headline(summary: dict[str, Any]) -> str:
             "distance from the strongest peak to the lesion center: "
             f"{_f(b['strongest_peak_to_lesion_center_mm'], 1)} mm "
             f"(to its nearest voxel: {_f(b['strongest_peak_to_lesion_mm'], 1)} mm)"
+            if b["strongest_peak"]
+            else "no candidate in the pancreas with the lesion (no peak to measure from)"
         ),
+        f"lesion center: {b['lesion_center_result']}",
     ]
     if "warning" in summary:
         lines.insert(0, f"WARNING: {summary['warning']}")

@@ -125,8 +125,7 @@ def labels_on_ct_grid(ct: CTVolume, labels: sitk.Image, name: str | Path) -> np.
             )
         if np.any(mask_box[1] <= ct_box[0]) or np.any(ct_box[1] <= mask_box[0]):
             raise InputError(
-                f"{name}: mask does not overlap the CT {ct.path} in space"
-                + (hint or "; was it made for another scan?")
+                f"{name}: mask does not overlap the CT {ct.path} in space" + (hint or "; was it made for another scan?")
             )
         tol = max(max(labels.GetSpacing()), max(ref.GetSpacing()))
         if np.abs(mask_box - ct_box).max() > tol:

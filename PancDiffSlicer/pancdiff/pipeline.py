@@ -126,6 +126,7 @@ class VolumeDetection:
             evidence maps on the canvas (``postprocess.evidence_maps``; the report shows them).
         tile_valid: (B, S, S) bool canvas supports.
         tile_trusted: (B, S, S) bool, the supports less their edge band (``postprocess.trusted_support``).
+        tile_anomaly: (B, S, S) raw |x - x_hat| on the trusted support (0 elsewhere).
         tile_transforms: per canvas, its ``CanvasTransform`` (view slice pixels <-> canvas pixels).
         tile_view: (B,) the canvas's slice in the radiological view.
         pancreas_coverage: fraction of the pancreas mask's voxels the trusted maps cover.
@@ -152,6 +153,7 @@ class VolumeDetection:
     tile_slice: np.ndarray
     tile_probability: np.ndarray
     tile_trusted: np.ndarray | None = None
+    tile_anomaly: np.ndarray | None = None
     tile_transforms: list = field(default_factory=list)
     tile_view: np.ndarray | None = None
     pancreas_coverage: float | None = None
@@ -266,6 +268,7 @@ def detect_volume(
         tile_maps=tile_maps,
         tile_valid=np.asarray(batch.valid),
         tile_trusted=trusted,
+        tile_anomaly=np.where(trusted, result.anomaly, 0.0).astype(np.float32),
         tile_transforms=list(batch.transforms),
         tile_view=np.asarray(batch.lps_index, dtype=np.int64),
         pancreas_coverage=coverage,
@@ -342,6 +345,7 @@ def write_results(
     tolerance_mm: float = DEFAULT_TOLERANCE_MM,
     hu_window: tuple[float, float] = (-150.0, 250.0),
     extra: dict[str, Any] | None = None,
+    reference: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Write the five result files of one CT into ``out_dir``; returns the summary.
 
@@ -356,9 +360,11 @@ def write_results(
         tolerance_mm: hit distance for markers.
         hu_window: report display window.
         extra: more summary keys (input description, timing of earlier stages).
+        reference: (z, y, x) bool known lesion (the demo's simulated one), outlined in the report
+            and its largest section always shown.
     """
     from .ctio import write_like
-    from .report import ReportRow, render_report
+    from .report import render_report
 
     out = Path(out_dir)
     t0 = time.monotonic()
@@ -370,40 +376,34 @@ def write_results(
         writer.writerows(f.as_row() for f in det.findings)
 
     ranked = det.ranked()
-    rows = []
-    for finding in ranked[:REPORT_ROWS]:
-        tiles = np.flatnonzero(det.tile_slice == finding.slice_index)
-        best = tiles[int(np.argmax(det.tile_probability[tiles]))]
-        rows.append(
-            ReportRow(
-                view_index=finding.view_index,
-                slice_index=finding.slice_index,
-                tumor_probability=finding.tumor_probability,
-                peak_rc=finding.peak_rc,
-                canvas=det.canvases[best],
-                reconstruction=det.reconstructions[best],
-                anomaly=det.tile_maps[best],
-                valid=det.tile_valid[best],
-            )
-        )
+    view = det.reorientation.apply
+    scored = (
+        None
+        if markers is None
+        else score_markers(markers, det.heatmap, det.candidates, det.grid, tolerance_mm, pancreas=mask)
+    )
+    plan = report_plan(det, markers or [], scored, reference)
     untrained = bool(bundle_info.get("untrained"))
     cfg = det.cfg
-    view = det.reorientation.apply
     render_report(
         out / "report.png",
         view(np.asarray(ct.array)),
         view(det.heatmap),
         view(det.candidates),
         det.view_spacing,
-        rows,
-        {f.slice_index: f.tumor_probability for f in det.findings},
-        roi=view(np.asarray(mask, dtype=bool)),
+        [_report_row(det, item, mask, reference) for item in plan],
+        slice_strip(det, plan, reference),
+        pancreas=view(np.asarray(mask, dtype=bool)),
+        reference=None if reference is None else view(np.asarray(reference, dtype=bool)),
+        points=[item.point for item in _marker_items(det, markers or [], scored)],
         hu_window=hu_window,
         threshold=cfg.threshold,
         title=f"PancDiff: {Path(str(getattr(ct, 'path', 'CT'))).name}   overall confidence "
         f"{_fmt(det.overall_confidence)}",
         subtitle=f"model {bundle_info.get('model_id')}   S={cfg.scale:g}  N={cfg.noise_level}  K={cfg.steps}  "
         f"threshold={cfg.threshold:g}",
+        confidence_note=confidence_note(det.overall_confidence, bundle_info),
+        anomaly_range=_anomaly_range(cfg, hu_window),
         warning="UNTRAINED RANDOM WEIGHTS: pipeline test only, the maps mean nothing" if untrained else "",
     )
 
@@ -425,11 +425,12 @@ def write_results(
         "peaks_ranking": PEAK_RANKING,
         "peaks": [f.as_peak(n) for n, f in enumerate([f for f in ranked if f.peak_ijk][:SUMMARY_PEAKS], start=1)],
     }
-    if markers is not None:
-        summary["markers"] = {
-            **(markers_info or {}),
-            **score_markers(markers, det.heatmap, det.candidates, det.grid, tolerance_mm, pancreas=mask),
-        }
+    summary["report_slices"] = [
+        {"slice_index": item.slice_index, "position_mm": round(item.position_mm, 2), "reason": item.reason}
+        for item in plan
+    ]
+    if scored is not None:
+        summary["markers"] = {**(markers_info or {}), **scored}
     timing = {**summary.pop("timing_s", {}), **det.seconds, "write": time.monotonic() - t0}
     summary["timing_s"] = {k: round(v, 3) for k, v in timing.items()}
     summary["timing_s"]["total"] = round(sum(timing.values()), 3)
@@ -438,12 +439,213 @@ def write_results(
     return summary
 
 
+@dataclass(frozen=True)
+class ReportItem:
+    """A slice the report shows, and why (``report_plan``)."""
+
+    view_index: int
+    slice_index: int
+    position_mm: float
+    reason: str
+    focus_rc: tuple[float, float] | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class _MarkerItem:
+    point: Any  # report.ReportPoint
+    view_index: int | None
+    note: str
+
+
+def slice_position_mm(det: VolumeDetection, view_index: int) -> float:
+    """Position of a view slice along the patient's axis: LPS z of its central voxel, in mm."""
+    shape = det.heatmap.shape
+    view_shape = det.reorientation.apply(np.empty(shape, dtype=bool)).shape
+    ijk = _view_to_ijk(det.reorientation, shape, (int(view_index), view_shape[1] // 2, view_shape[2] // 2))
+    return float(det.grid.index_to_lps(np.array(ijk))[0][2])
+
+
+def _ijk_to_view(reorientation, shape: tuple[int, ...], ijk: np.ndarray) -> tuple[float, float, float]:
+    """A continuous ITK index (i, j, k) -> (z, row, col) in the radiological view."""
+    zyx = (float(ijk[2]), float(ijk[1]), float(ijk[0]))
+    out = []
+    for view_axis in range(3):
+        axis = reorientation.axes[view_axis]
+        value = zyx[axis]
+        out.append(shape[axis] - 1 - value if reorientation.flips[view_axis] else value)
+    return out[0], out[1], out[2]
+
+
+def _marker_items(det: VolumeDetection, markers: list[Marker], scored: dict[str, Any] | None) -> list[_MarkerItem]:
+    from .report import ReportPoint
+
+    items = []
+    points = (scored or {}).get("points", [])
+    for n, marker in enumerate(markers):
+        ijk = det.grid.lps_to_index(np.asarray(marker.position_lps))[0]
+        zrc = _ijk_to_view(det.reorientation, det.heatmap.shape, ijk)
+        z = int(round(zrc[0]))
+        inside = 0 <= z < det.reorientation.apply(det.heatmap).shape[0]
+        note = ""
+        if n < len(points):
+            row = points[n]
+            distance = row["distance_to_candidate_mm"]
+            far = "no candidate" if distance is None else f"{distance:.1f} mm from a candidate"
+            note = f"{marker.label}: {row.get('result', 'hit' if row['hit'] else 'miss')}, {far}"
+        items.append(_MarkerItem(ReportPoint(marker.label, zrc, note), z if inside else None, note))
+    return items
+
+
+def report_plan(
+    det: VolumeDetection,
+    markers: list[Marker],
+    scored: dict[str, Any] | None = None,
+    reference: np.ndarray | None = None,
+    findings: int = REPORT_ROWS,
+    most: int = 8,
+) -> list[ReportItem]:
+    """The slices the report shows: every marker's slice, the known lesion's largest section, then the
+    strongest findings (slices with a non-empty map, ``VolumeDetection.ranked``).
+
+    At least two findings are shown where there are any, and at least ``findings`` rows in all; at
+    most ``most`` rows (markers first).
+    """
+    items: dict[int, ReportItem] = {}
+
+    def add(z: int, reason: str, focus=None, note: str = "") -> None:
+        if z in items:
+            old = items[z]
+            items[z] = ReportItem(
+                z, old.slice_index, old.position_mm, f"{old.reason}; {reason}", old.focus_rc or focus,
+                "; ".join(t for t in (old.note, note) if t),
+            )  # fmt: skip
+        elif len(items) < most:
+            k = det.reorientation.original_slice_index(z, det.heatmap.shape)
+            items[z] = ReportItem(z, int(k), slice_position_mm(det, z), reason, focus, note)
+
+    for item in _marker_items(det, markers, scored):
+        if item.view_index is not None:
+            add(item.view_index, f"marker {item.point.label}", item.point.view_zrc[1:], item.note)
+    if reference is not None and np.any(reference):
+        ref = det.reorientation.apply(np.asarray(reference, dtype=bool))
+        z = int(np.argmax(ref.sum(axis=(1, 2))))
+        rr, cc = np.nonzero(ref[z])
+        add(z, "known lesion (largest section)", (float(rr.mean()), float(cc.mean())))
+    required = len(items)
+    shown = 0
+    for finding in det.ranked():
+        if finding.peak_ijk is None or (shown >= 2 and len(items) >= max(findings, required + 2)):
+            break
+        shown += 1
+        add(finding.view_index, f"finding {shown}", finding.peak_rc)
+    return list(items.values())
+
+
+def _report_row(det: VolumeDetection, item: ReportItem, mask: np.ndarray, reference: np.ndarray | None):
+    """A ``report.ReportRow`` for one planned slice, with the tile that holds its point of interest."""
+    from .report import ReportRow
+
+    finding = next((f for f in det.findings if f.view_index == item.view_index), None)
+    base = {
+        "view_index": item.view_index,
+        "slice_index": item.slice_index,
+        "position_mm": item.position_mm,
+        "reason": item.reason,
+        "note": item.note,
+        "tumor_probability": None if finding is None else finding.tumor_probability,
+        "peak_rc": None if finding is None else finding.peak_rc,
+    }
+    tiles = np.flatnonzero(det.tile_view == item.view_index) if det.tile_view is not None else np.array([])
+    if len(tiles) == 0 or not det.tile_transforms:
+        return ReportRow(**base)
+    best = tiles[int(np.argmax(det.tile_probability[tiles]))]
+    focus = item.focus_rc or base["peak_rc"]
+    if focus is not None:
+        for t in tiles:
+            r, c = _to_canvas_rc(det.tile_transforms[t], focus)
+            size = det.tile_valid.shape[1]
+            if 0 <= round(r) < size and 0 <= round(c) < size and det.tile_valid[t, round(r), round(c)]:
+                best = t
+                break
+    transform = det.tile_transforms[best]
+    view = det.reorientation.apply
+    outlines = [("pancreas", _slice_to_canvas(transform, view(np.asarray(mask))[item.view_index]))]
+    if reference is not None:
+        outlines.append(("reference", _slice_to_canvas(transform, view(np.asarray(reference))[item.view_index])))
+    points = []
+    if item.focus_rc is not None and item.reason.startswith("marker"):
+        points.append(_to_canvas_rc(transform, item.focus_rc))
+    return ReportRow(
+        **base,
+        canvas=det.canvases[best],
+        reconstruction=det.reconstructions[best],
+        anomaly=(det.tile_anomaly if det.tile_anomaly is not None else det.tile_maps)[best],
+        valid=det.tile_valid[best],
+        canvas_outlines=tuple(outlines),
+        canvas_points=tuple(points),
+    )
+
+
+def _slice_to_canvas(transform, plane: np.ndarray) -> np.ndarray:
+    return transform.to_canvas(np.ascontiguousarray(plane, dtype=np.float32), order=1, cval=0.0) > 0.5
+
+
+def _to_canvas_rc(transform, rc: tuple[float, float]) -> tuple[float, float]:
+    """Slice pixel (row, col) -> canvas pixel: the inverse of ``CanvasTransform.to_canvas``'s mapping."""
+    scale = transform.canvas_spacing / np.asarray(transform.spacing, dtype=float)
+    canvas = (np.asarray(rc, dtype=float) - np.asarray(transform.center, dtype=float)) / scale
+    canvas += (transform.size - 1) / 2.0
+    return float(canvas[0]), float(canvas[1])
+
+
+def slice_strip(det: VolumeDetection, plan: list[ReportItem], reference: np.ndarray | None = None):
+    """The report's probability strip: every analyzed slice by position, shown / marked slices flagged."""
+    from .report import SliceStrip
+
+    positions = [slice_position_mm(det, f.view_index) for f in det.findings]
+    ref_span = None
+    if reference is not None and np.any(reference):
+        zs = np.flatnonzero(det.reorientation.apply(np.asarray(reference, dtype=bool)).any(axis=(1, 2)))
+        ends = sorted((slice_position_mm(det, int(zs[0])), slice_position_mm(det, int(zs[-1]))))
+        ref_span = (ends[0], ends[1])
+    spacing = abs(positions[1] - positions[0]) if len(positions) > 1 else 1.0
+    return SliceStrip(
+        positions_mm=positions,
+        probabilities=[f.tumor_probability for f in det.findings],
+        shown_mm=[item.position_mm for item in plan],
+        marked_mm=[item.position_mm for item in plan if "marker" in item.reason],
+        reference_mm=ref_span,
+        spacing_mm=spacing or 1.0,
+    )
+
+
+def _anomaly_range(cfg: DetectConfig, hu_window: tuple[float, float]) -> tuple[float, str]:
+    """Fixed scale of the report's |x - x_hat| panels: 4x the evidence floor (at least 0.1), in HU."""
+    vmax = max(4.0 * cfg.min_anomaly, 0.1)
+    return vmax, f"|x - x\u0302|, 0-{vmax * (hu_window[1] - hu_window[0]):.0f} HU"
+
+
+def confidence_note(confidence: float | None, bundle_info: dict[str, Any]) -> str:
+    """What the overall confidence means, with the classifier's held-out quality from the model card."""
+    if confidence is None:
+        return ""
+    text = f"overall confidence {confidence:.2f} = the highest slice p(tumor) of the classifier"
+    auroc = bundle_info.get("classifier_auroc")
+    if auroc is not None:
+        text += f"; its slice AUROC on held-out cases is {auroc:.2f} (model card): a ranking score, "
+        text += "not a calibrated probability"
+    return text
+
+
 def model_info(bundle: ModelBundle) -> dict[str, Any]:
     """What identifies the model in a summary: id, weight hashes, and whether it is untrained."""
+    auroc = ((bundle.card or {}).get("validation") or {}).get("classifier", {}).get("auroc")
     return {
         "model_id": bundle.model_id,
         "sha256": dict(bundle.sha256),
         "untrained": bundle.model_id.startswith("untrained"),
+        "classifier_auroc": None if auroc is None else round(float(auroc), 3),
     }
 
 
@@ -533,8 +735,14 @@ def detect_ct(
     reporter: Reporter = QUIET,
     timing: dict[str, float] | None = None,
     extra: dict[str, Any] | None = None,
+    reference: np.ndarray | None = None,
+    on_detection: Callable[[VolumeDetection], None] | None = None,
 ) -> dict[str, Any]:
-    """``run_detect`` from an already loaded CT and mask (the demo's modified CT goes this way)."""
+    """``run_detect`` from an already loaded CT and mask (the demo's modified CT goes this way).
+
+    ``reference`` is a known lesion to outline in the report (``write_results``); ``on_detection``
+    receives the ``VolumeDetection`` before the files are written (the demo compares two runs).
+    """
     loaded: list[ModelBundle] = []
 
     def load() -> ModelBundle:
@@ -542,6 +750,8 @@ def detect_ct(
         return loaded[0]
 
     det = detect_volume(ct, mask, load, overrides, reporter)
+    if on_detection is not None:
+        on_detection(det)
     reporter.stage("write", "results")
     info = model_info(loaded[0])
     summary_extra = {**describe_ct(ct, mask, source), **(extra or {}), "timing_s": dict(timing or {})}
@@ -549,7 +759,7 @@ def detect_ct(
     return write_results(
         out_dir, ct, mask, det, info,
         markers=markers, markers_info=markers_info, tolerance_mm=tolerance_mm,
-        hu_window=tuple(loaded[0].preprocess.hu_window), extra=summary_extra,
+        hu_window=tuple(loaded[0].preprocess.hu_window), extra=summary_extra, reference=reference,
     )  # fmt: skip
 
 

@@ -2,12 +2,14 @@
 pancreas mask): once as is, once with a simulated hypodense lesion darkened into the pancreas at a
 known spot. Writes into --out:
 
+  comparison.png both runs side by side on the lesion's slices (same slices, same colour scale)
   as_is/         a full 'pancdiff detect' result (heatmap, candidates, slices.csv, summary, report)
   with_lesion/   the same for the CT with the lesion, plus ct_with_lesion.nii.gz and lesion.nii.gz
-  demo_summary.json   the lesion, both confidences, and the distance from the strongest peak
-                      to the lesion
+  demo_summary.json   the lesion, both confidences, the distance from the strongest in-pancreas
+                      peak to the lesion, and whether the lesion center is a hit (with its
+                      chance level)
 
-and prints that distance. Open with_lesion/report.png first. The demo needs the bundled trained
+and prints that distance. Open comparison.png first. The demo needs the bundled trained
 models; --random-weights runs it with untrained networks to test the pipeline only (the maps then
 mean nothing, and every output says so).
 """
@@ -81,8 +83,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if reporter.mode == "bar":
         print(headline(summary))
         print(
-            f"reports: {destination.path / 'with_lesion' / 'report.png'} and "
-            f"{destination.path / 'as_is' / 'report.png'}"
+            f"pictures: {destination.path / 'comparison.png'} (both runs side by side), "
+            f"{destination.path / 'with_lesion' / 'report.png'} and {destination.path / 'as_is' / 'report.png'}"
         )
         print(f"summary: {destination.path / 'demo_summary.json'}", flush=True)
     return 0
