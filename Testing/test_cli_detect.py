@@ -74,6 +74,11 @@ def test_progress_json_lines_parse(detected):
     assert {"stage", "progress"} <= set(kinds)
     progress = [e for e in events if e["event"] == "progress"]
     assert progress[-1]["done"] == progress[-1]["total"] and all("eta_s" in e for e in progress)
+    # The detect bar counts canvases (the stage line's unit), not the detector's 2K network passes.
+    summary = json.loads((detected["out"] / "summary.json").read_text())
+    detect = [e for e in progress if e["stage"] == "detect"]
+    assert {e["total"] for e in detect} == {summary["analyzed_tiles"]}
+    assert [e["done"] for e in detect] == sorted(e["done"] for e in detect)
 
 
 def test_heatmap_has_the_ct_geometry(detected):

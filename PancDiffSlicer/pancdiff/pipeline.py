@@ -235,8 +235,15 @@ def detect_volume(
     )
     t0 = time.monotonic()
     detector = Detector(bundle, cfg)
-    with StepProgress(reporter, "detect") as bridge:
-        result = detector.detect(batch.canvases, batch.valid, progress=bridge)
+    n_canvases = len(batch.canvases)
+    # The detector counts network passes (2K or more per batch, one bar step each); the bar counts
+    # canvases, the unit the stage line names, so "K = 10" never shows as 20 steps.
+    with StepProgress(reporter, "detect", unit="canvas") as bridge:
+        result = detector.detect(
+            batch.canvases,
+            batch.valid,
+            progress=lambda done, total: bridge(n_canvases * done // max(total, 1), n_canvases),
+        )
     seconds["detect"] = time.monotonic() - t0
 
     t0 = time.monotonic()
