@@ -135,9 +135,43 @@ def test_totalsegmentator_not_installed_says_how_to_install(monkeypatch, case):
     ct, _ = case
     monkeypatch.setitem(sys.modules, "totalsegmentator", None)
     monkeypatch.setitem(sys.modules, "totalsegmentator.python_api", None)
-    with pytest.raises(DependencyError, match=r'pip install "pancdiff\[totalsegmentator\]"') as info:
+    with pytest.raises(DependencyError, match=r"scripts/setup.sh --with-totalsegmentator") as info:
         pancreas_mask(ct, "totalsegmentator")
     assert info.value.exit_code == 3
+
+
+@pytest.mark.parametrize("opt_in, existing, expected", [(None, None, False), ("1", None, True), (None, True, True)])
+def test_totalsegmentator_usage_statistics_are_off_unless_chosen(
+    monkeypatch, tmp_path, case, opt_in, existing, expected
+):
+    """A first run writes TotalSegmentator's config with statistics off; an existing config is left alone."""
+    import json
+
+    ct, labels = case
+    home = tmp_path / "totalseg_home"
+    home.mkdir()
+    if existing is not None:
+        (home / "config.json").write_text(json.dumps({"send_usage_stats": existing, "totalseg_id": "x"}))
+    config = types.ModuleType("totalsegmentator.config")
+    config.get_totalseg_dir = lambda: home
+
+    def setup_totalseg():  # what TotalSegmentator writes on first use
+        (home / "config.json").write_text(json.dumps({"send_usage_stats": True, "totalseg_id": "new"}))
+
+    def set_config_key(key, value):
+        data = json.loads((home / "config.json").read_text())
+        data[key] = value
+        (home / "config.json").write_text(json.dumps(data))
+
+    config.setup_totalseg, config.set_config_key = setup_totalseg, set_config_key
+    _fake_totalsegmentator(monkeypatch, lambda _in, out: sitk.WriteImage(labels, str(out)))
+    monkeypatch.setitem(sys.modules, "totalsegmentator.config", config)
+    if opt_in is None:
+        monkeypatch.delenv("PANCDIFF_TOTALSEG_USAGE_STATS", raising=False)
+    else:
+        monkeypatch.setenv("PANCDIFF_TOTALSEG_USAGE_STATS", opt_in)
+    pancreas_mask(ct, "totalsegmentator")
+    assert json.loads((home / "config.json").read_text())["send_usage_stats"] is expected
 
 
 def test_totalsegmentator_result_is_used_on_the_ct_grid(monkeypatch, capsys, case):

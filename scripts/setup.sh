@@ -137,14 +137,18 @@ if [ "$WITH_TOTALSEG" = 1 ]; then
     # build or downgrade vtk (slicer-core's) and numpy.
     "${PIP[@]}" freeze 2>/dev/null | grep -iE '^(torch|torchvision|vtk|numpy|simpleitk|monai)==' >"$CONSTRAINTS" || true
     say "adding TotalSegmentator, keeping: $(tr '\n' ' ' <"$CONSTRAINTS")(constraints in $CONSTRAINTS)"
-    if grep -q '^torch==.*+cpu' "$CONSTRAINTS" \
+    # With a CPU torch, PyTorch's CPU index first: its torchvision matches the CPU build.
+    if ! { grep -q '^torch==.*+cpu' "$CONSTRAINTS" \
         && "${PIP[@]}" install --quiet --retries 1 --timeout 20 -c "$CONSTRAINTS" \
-            --index-url "$CPU_INDEX" --extra-index-url https://pypi.org/simple "totalsegmentator>=2.4" 2>/dev/null; then
-        say "  torchvision from PyTorch's CPU index, to match the CPU torch"
-    else
+            --index-url "$CPU_INDEX" --extra-index-url https://pypi.org/simple "totalsegmentator>=2.4" 2>/dev/null; }; then
         "${PIP[@]}" install --quiet -c "$CONSTRAINTS" "totalsegmentator>=2.4" \
             || die "TotalSegmentator does not install next to the pinned packages ($CONSTRAINTS); pip says why above"
     fi
+    tv=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("torchvision"))' 2>/dev/null || echo none)
+    case "$tv" in
+        *+cpu|none) ;;
+        *) grep -q '^torch==.*+cpu' "$CONSTRAINTS" && say "  note: torchvision $tv is not a CPU build (PyTorch's CPU index was not reachable); its compiled ops do not load with the CPU torch, which TotalSegmentator does not need" ;;
+    esac
     # TotalSegmentator sends a record of every run (its id, task, platform) to its authors unless its
     # config says otherwise; it writes send_usage_stats=true on first use. Say no, unless asked.
     "$VENV/bin/python" - "$TOTALSEG_STATS" <<'PY' || die "could not write TotalSegmentator's config (see above)"

@@ -220,8 +220,10 @@ def _totalsegmentator_mask(ct: CTVolume, *, fast: bool, device: str) -> np.ndarr
         from totalsegmentator.python_api import totalsegmentator
     except ImportError:
         raise DependencyError(
-            'TotalSegmentator is not installed: pip install "pancdiff[totalsegmentator]", or give a pancreas mask file'
+            "TotalSegmentator is not installed: in a PancDiff checkout run 'bash scripts/setup.sh "
+            "--with-totalsegmentator' (in Slicer: install the TotalSegmentator extension), or give a pancreas mask file"
         ) from None
+    _usage_statistics_off_unless_chosen()
     task = "total_fast" if fast else "total"
     with tempfile.TemporaryDirectory(prefix="pancdiff-totalseg-") as tmp:
         ct_file, seg_file = Path(tmp) / "ct.nii.gz", Path(tmp) / "pancreas.nii.gz"
@@ -254,6 +256,21 @@ def _totalsegmentator_mask(ct: CTVolume, *, fast: bool, device: str) -> np.ndarr
         )
     check_pancreas(ct, mask, f"TotalSegmentator output for {ct.path}")
     return mask
+
+
+def _usage_statistics_off_unless_chosen() -> None:
+    """TotalSegmentator reports every run to its authors unless its config says otherwise, and writes
+    that config (send_usage_stats: true) on first use. Where no config exists yet, write one with
+    statistics off, unless PANCDIFF_TOTALSEG_USAGE_STATS=1; an existing config is the user's choice.
+    """
+    try:
+        from totalsegmentator.config import get_totalseg_dir, set_config_key, setup_totalseg
+    except ImportError:  # an API without these functions: leave its behaviour alone
+        return
+    if (Path(get_totalseg_dir()) / "config.json").exists():
+        return
+    setup_totalseg()
+    set_config_key("send_usage_stats", os.environ.get("PANCDIFF_TOTALSEG_USAGE_STATS") == "1")
 
 
 @contextlib.contextmanager
