@@ -127,6 +127,31 @@ def test_analytic_encode_decode_returns_the_input_and_error_shrinks_with_steps(n
     assert errors[5] > 1e-6, "a coarse grid cannot be exact; the test would not notice a broken encoder"
 
 
+@pytest.mark.parametrize("noise_level", [200, 300])
+def test_second_order_solver_beats_ddim_at_the_same_and_at_half_the_passes(noise_level):
+    ab = alpha_bar_schedule()
+    model = AnalyticEps(ab).double()
+    x0 = MU + SIGMA * torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    errors = {}
+    for solver in ("ddim", "dpm2m"):
+        for steps in (5, 10, 20):
+            grid = step_grid(noise_level, steps)
+            x_hat = ddim_decode(ddim_encode(x0, model, grid, ab, solver), model, grid, ab, solver=solver)
+            errors[solver, steps] = float((x_hat - x0).abs().max())
+    for steps in (5, 10, 20):
+        assert errors["dpm2m", steps] < errors["ddim", steps] / 2, errors
+    # measured at N = 200: DDIM 0.23 / 0.13 / 0.071, 2M 0.042 / 0.020 / 0.014 at K = 5 / 10 / 20
+    assert errors["dpm2m", 10] < errors["ddim", 20] / 3, "2M at half the passes beats DDIM clearly"
+
+
+def test_second_order_solver_is_ddim_on_its_first_step():
+    ab = alpha_bar_schedule()
+    model = AnalyticEps(ab).double()
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grid = step_grid(50, 1)
+    assert torch.allclose(ddim_encode(x, model, grid, ab, "dpm2m"), ddim_encode(x, model, grid, ab, "ddim"))
+
+
 def _analytic_bundle(region) -> ModelBundle:
     bundle = init_bundle(seed=0)
     bundle.unet = AnalyticEps(alpha_bar_schedule(bundle.schedule))

@@ -196,3 +196,22 @@ def test_evaluation_reads_the_msd_layout_with_real_tumor_masks(tmp_path):
 def test_missing_data_folder_says_it_does_not_exist(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         build_eval_set(tmp_path / "nope", init_bundle(seed=0))
+
+
+def test_evaluate_on_a_folder_new_to_the_model_scores_all_its_cases_and_says_so(tmp_path):
+    """Subprocess, as a user runs it: the bundled model never saw these cases, so none are dropped."""
+    import json
+    import subprocess
+    import sys
+
+    folder = write_slice_folder(tmp_path / "new", cases_per_class=1, slices_per_case=2, with_labels=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "pancdiff", "--progress", "json", "evaluate", "--data", str(folder),
+         "--out", str(tmp_path / "out"), "--scale", "1", "--noise", "8", "--steps", "1", "--device", "cpu"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    messages = [json.loads(line).get("message", "") for line in run.stdout.splitlines() if line.startswith("{")]
+    assert any("scoring all of them" in m for m in messages), messages
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["cases"] == 2 and results["slices"] == 4

@@ -121,7 +121,7 @@ class Detector:
     def encode(self, x: torch.Tensor, on_step: Callable[[], None] | None = None) -> torch.Tensor:
         """Deterministic latent x_N of x (eq. 14). It depends on N and K only, never on S."""
         eps = self.eps if on_step is None else _counting(self.eps, on_step)
-        return ddim_encode(x, eps, self.grid, self.alpha_bar)
+        return ddim_encode(x, eps, self.grid, self.alpha_bar, self.cfg.solver)
 
     def decode(
         self,
@@ -134,7 +134,9 @@ class Detector:
         overrides the configured kind (an evaluation compares both on one latent)."""
         eps = self.eps if on_step is None else _counting(self.eps, on_step)
         grad = self.grad_log_healthy if scale > 0 else None
-        return ddim_decode(x_n, eps, self.grid, self.alpha_bar, grad, scale, guidance or self.cfg.guidance)
+        return ddim_decode(
+            x_n, eps, self.grid, self.alpha_bar, grad, scale, guidance or self.cfg.guidance, self.cfg.solver
+        )
 
     def reconstruct(self, x: torch.Tensor, on_step: Callable[[], None] | None = None) -> torch.Tensor:
         """Healthy reconstruction x_hat of x: (B, 1, S, S) in [0, 1] on ``self.device``."""

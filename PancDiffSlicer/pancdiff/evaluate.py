@@ -13,6 +13,7 @@ Confound probes show what crop size or mean intensity alone would score on the r
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,11 @@ from scipy import ndimage
 from .config import DetectConfig, to_dict
 from .crop_samples import NO_AUGMENT, CropSampler
 from .datasets.slice_folder import load_label_map, load_slice_image, read_manifest
-from .detection import Detector, normalize_maps, normalize_per_slice, smooth_maps
+from .detection import Detector, normalize_per_slice, smooth_maps
 from .errors import InputError
 from .lesions import LesionConfig, insert_lesion
 from .metrics import auroc, average_precision, dice
+from .postprocess import evidence_maps
 from .progress import QUIET, Reporter, StepProgress
 from .train import classifier_probabilities, paired_auroc
 from .weights import ModelBundle
@@ -232,13 +234,25 @@ def confound_probes(data: EvalSet) -> dict:
 
 
 # -- maps -------------------------------------------------------------------------------------------
-def low_attenuation_map(x: np.ndarray, valid: np.ndarray, sigma_px: float = 1.0) -> np.ndarray:
-    """Baseline: how much darker than the slice's median tissue each pixel is, per-slice normalized."""
+def low_attenuation_raw(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Baseline: how much darker than the slice's median tissue (in ``valid``) each pixel is."""
     maps = []
     for xi, vi in zip(x, valid):
         ref = np.median(xi[vi]) if vi.any() else 0.0
         maps.append(np.where(vi, np.maximum(ref - xi, 0.0), 0.0))
-    return np.where(valid, normalize_per_slice(np.stack(maps), sigma_px), 0.0)
+    return np.stack(maps).astype(np.float32)
+
+
+def low_attenuation_map(x: np.ndarray, valid: np.ndarray, sigma_px: float = 1.0) -> np.ndarray:
+    """The low-attenuation baseline per-slice normalized in ``valid``."""
+    return np.where(valid, normalize_per_slice(low_attenuation_raw(x, valid), sigma_px), 0.0)
+
+
+def low_attenuation_zone(x: np.ndarray, zone: np.ndarray, cfg: DetectConfig) -> np.ndarray:
+    """The baseline as the model's maps are shown: darker than the zone's median tissue, normalized
+    in the zone (per slice), no evidence floor."""
+    plain = dataclasses.replace(cfg, normalization="slice", min_anomaly=0.0)
+    return zone_maps(low_attenuation_raw(x, zone), zone, plain)
 
 
 def in_zone(maps: np.ndarray, zone: np.ndarray) -> np.ndarray:
@@ -246,8 +260,11 @@ def in_zone(maps: np.ndarray, zone: np.ndarray) -> np.ndarray:
 
 
 def zone_maps(raw: np.ndarray, zone: np.ndarray, cfg: DetectConfig) -> np.ndarray:
-    """Raw maps restricted to the zone, then normalized there (a peak outside cannot set the scale)."""
-    return normalize_maps(in_zone(raw, zone), zone, cfg)
+    """Raw maps restricted to the zone and normalized there (a peak outside cannot set the scale),
+    0 where the smoothed anomaly is below ``cfg.min_anomaly``: what detection on a CT shows
+    (``postprocess.evidence_maps``; the crop-border band is not dropped, since stored crops are
+    tight pancreas boxes whose tumors touch their border)."""
+    return evidence_maps(raw, zone, cfg)
 
 
 def segmentation_metrics(normalized: np.ndarray, masks: np.ndarray, zone: np.ndarray, threshold: float) -> dict:
@@ -391,9 +408,11 @@ def choose_operating_point(
     reporter: Reporter = QUIET,
     guidances=("noisy", "x0"),
     map_kinds=MAP_KINDS,
+    min_anomalies=(0.0, 0.02, 0.05),
 ) -> tuple[DetectConfig, list[dict]]:
     """Best mean Dice over the lesion sets (real and simulated, equally weighted) with healthy
-    false-positive fraction <= ``max_fp``, over (guidance, map kind, S, N, normalization, threshold).
+    false-positive fraction <= ``max_fp``, over (guidance, map kind, S, N, normalization, evidence
+    floor ``min_anomaly``, threshold).
 
     The calibrated normalization's ``map_scale`` is measured on the same (tuning) healthy slices.
     Falls back to the best Dice when no setting meets the FP bound. Every map of one N comes from
@@ -414,10 +433,11 @@ def choose_operating_point(
                 continue  # S = 0 is one map whatever the guidance or map kind
             raw = {name: grid[key] for name, grid in grids.items()}
             map_scale = calibrate_map_scale(raw["healthy"], data.zone[h], base.smooth_sigma_px)
-            for norm in ("slice", "calibrated"):
+            for norm, floor in itertools.product(("slice", "calibrated"), min_anomalies):
                 cfg = dataclasses.replace(
-                    base, scale=scale, guidance=guidance, map_kind=kind, normalization=norm, map_scale=map_scale
-                )
+                    base, scale=scale, guidance=guidance, map_kind=kind, normalization=norm, map_scale=map_scale,
+                    min_anomaly=floor,
+                )  # fmt: skip
                 maps = {name: zone_maps(raw[name], les.zone, cfg) for name, les in sets}
                 healthy = zone_maps(raw["healthy"], data.zone[h], cfg)
                 auprc = {name: average_precision(les.mask[les.zone], maps[name][les.zone]) for name, les in sets}
@@ -428,7 +448,8 @@ def choose_operating_point(
                     }
                     row = {
                         "guidance": guidance, "map_kind": kind, "scale": scale, "noise_level": int(noise),
-                        "steps": cfg.steps, "normalization": norm, "map_scale": map_scale, "threshold": float(t),
+                        "steps": cfg.steps, "normalization": norm, "map_scale": map_scale, "min_anomaly": floor,
+                        "threshold": float(t),
                         "dice": float(np.mean(list(dices.values()))),
                         **{f"dice_{n}": v for n, v in dices.items()},
                         **{f"auprc_{n}": v for n, v in auprc.items()},
@@ -461,10 +482,10 @@ def evaluate(
     scored = score_maps(_setting_maps(bundle, cfg, data, reporter), data, cfg)
     no_guidance = score_maps(_setting_maps(bundle, dataclasses.replace(cfg, scale=0.0), data, reporter), data, cfg)
     h = data.healthy
-    la_healthy = in_zone(low_attenuation_map(data.x[h], data.valid[h], cfg.smooth_sigma_px), data.zone[h])
+    la_healthy = low_attenuation_zone(data.x[h], data.zone[h], cfg)
     results["localization"] = {}
     for name, les in data.lesions.items():
-        la = in_zone(low_attenuation_map(les.x, les.valid, cfg.smooth_sigma_px), les.zone)
+        la = low_attenuation_zone(les.x, les.zone, cfg)
         results["localization"][name] = {
             "pancdiff": scored[name],
             "no_guidance": no_guidance[name],
