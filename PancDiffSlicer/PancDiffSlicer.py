@@ -425,8 +425,9 @@ class PancDiffSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 class PancDiffSlicerLogic(ScriptedLoadableModuleLogic):
     """Runs detections and keeps their results in the scene; usable without the widget.
 
-    The computation happens in a child process (``python -m pancdiff detect``); this class writes the
-    inputs, polls the process and delegates everything in the scene to ``PancDiffSlicerLib``.
+    The computation happens in a child process (``python -m pancdiff pancreas`` when TotalSegmentator
+    must find the pancreas, then ``python -m pancdiff detect``); this class writes the inputs, polls the
+    process and delegates everything in the scene to ``PancDiffSlicerLib``.
     """
 
     def __init__(self) -> None:
