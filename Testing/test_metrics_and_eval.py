@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from engine_support import write_slice_folder
+from engine_support import TINY_NETWORK, write_slice_folder
 from pancdiff.benchmark import run_benchmark
 from pancdiff.config import DetectConfig
 from pancdiff.detection import Detector
@@ -82,7 +82,7 @@ def test_lesion_sizes_and_contrasts_follow_the_config():
 @pytest.fixture(scope="module")
 def eval_data(tmp_path_factory):
     folder = write_slice_folder(tmp_path_factory.mktemp("tc"), cases_per_class=2, slices_per_case=2, with_labels=True)
-    bundle = init_bundle(seed=0)
+    bundle = init_bundle(seed=0, network=TINY_NETWORK)
     return bundle, build_eval_set(folder, bundle)
 
 
@@ -184,7 +184,7 @@ def test_evaluation_reads_the_msd_layout_with_real_tumor_masks(tmp_path):
     from pancdiff.phantom import write_phantom_dataset
 
     root = write_phantom_dataset(tmp_path / "Task07", cases=4, seed=1, tumor_fraction=1.0)
-    bundle = init_bundle(seed=0)
+    bundle = init_bundle(seed=0, network=TINY_NETWORK)
     data = build_eval_set(root, bundle, cases=None)
     real = data.lesions["real"]
     assert real.clean is None and len(real) > 0 and all(m.any() for m in real.mask)
@@ -195,7 +195,7 @@ def test_evaluation_reads_the_msd_layout_with_real_tumor_masks(tmp_path):
 
 def test_missing_data_folder_says_it_does_not_exist(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        build_eval_set(tmp_path / "nope", init_bundle(seed=0))
+        build_eval_set(tmp_path / "nope", init_bundle(seed=0, network=TINY_NETWORK))
 
 
 def test_evaluate_on_a_folder_new_to_the_model_scores_all_its_cases_and_says_so(tmp_path):

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-from engine_support import write_slice_folder
+from engine_support import TINY_NETWORK, write_slice_folder
 from pancdiff.evaluate import build_eval_set
 from pancdiff.weights import init_bundle
 
@@ -33,7 +33,7 @@ def test_gate_passes_only_above_both_floors():
 
 def test_low_attenuation_baseline_is_tuned_on_the_same_half(tmp_path):
     folder = write_slice_folder(tmp_path / "tc", cases_per_class=1, slices_per_case=2, with_labels=True)
-    data = build_eval_set(folder, init_bundle(seed=0))
+    data = build_eval_set(folder, init_bundle(seed=0, network=TINY_NETWORK))
     tuned = _release().low_attenuation_tuned(data, 1.0)
     assert 0.1 <= tuned["threshold"] <= 0.9 and 0.0 < tuned["dice"] <= 1.0
     assert np.isfinite(tuned["dice"])

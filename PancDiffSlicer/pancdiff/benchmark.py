@@ -17,6 +17,7 @@ import torch
 
 from .config import DetectConfig
 from .detection import Detector
+from .evaluate import MAP_KINDS
 from .metrics import dice, pearson
 from .progress import QUIET, Reporter, StepProgress
 from .weights import ModelBundle
@@ -55,9 +56,15 @@ def run_benchmark(
     sweep: tuple[int, ...] = (),
     reporter: Reporter = QUIET,
     slices_source: str = "",
+    solvers: tuple[str, ...] = ("ddim",),
+    by_map_kind: bool = False,
 ) -> dict:
-    """Time the paper-exact (K = N) and the fast run on the same slices; compare their maps."""
-    reference = dataclasses.replace(fast, steps=fast.noise_level)
+    """Time the paper-exact (K = N, DDIM) and the fast run on the same slices; compare their maps.
+
+    ``sweep`` adds K values (for each of ``solvers``); ``by_map_kind`` adds the agreement of both
+    map kinds (the input map and the guidance-difference map) for the same settings.
+    """
+    reference = dataclasses.replace(fast, steps=fast.noise_level, solver="ddim")
     ref_maps, ref_s, ref_evals = timed_detect(bundle, reference, x, valid, reporter, f"paper-exact K={reference.steps}")
     fast_maps, fast_s, fast_evals = timed_detect(bundle, fast, x, valid, reporter, f"fast K={fast.steps}")
     n = len(x)
@@ -85,19 +92,62 @@ def run_benchmark(
     }
     if sweep:
         rows = []
-        for steps in sweep:
-            cfg = dataclasses.replace(fast, steps=min(steps, fast.noise_level))
-            maps, seconds, evals = timed_detect(bundle, cfg, x, valid, reporter, f"sweep K={cfg.steps}")
-            rows.append(
-                {
-                    "steps": cfg.steps,
-                    "evals_per_slice": evals,
-                    "seconds_per_slice": seconds / n,
-                    **compare_maps(ref_maps, maps, valid, fast.threshold),
-                }
-            )
+        for solver in solvers:
+            for steps in sweep:
+                cfg = dataclasses.replace(fast, steps=min(steps, fast.noise_level), solver=solver)
+                maps, seconds, evals = timed_detect(bundle, cfg, x, valid, reporter, f"{solver} K={cfg.steps}")
+                rows.append(
+                    {
+                        "solver": solver,
+                        "steps": cfg.steps,
+                        "evals_per_slice": evals,
+                        "seconds_per_slice": seconds / n,
+                        **compare_maps(ref_maps, maps, valid, fast.threshold),
+                    }
+                )
         result["sweep"] = rows
+    if by_map_kind:
+        result["by_map_kind"] = agreement_by_map_kind(bundle, fast, x, valid, sweep or (fast.steps,), solvers, reporter)
     return result
+
+
+def agreement_by_map_kind(
+    bundle: ModelBundle,
+    fast: DetectConfig,
+    x: np.ndarray,
+    valid: np.ndarray,
+    steps: tuple[int, ...],
+    solvers: tuple[str, ...],
+    reporter: Reporter = QUIET,
+) -> list[dict]:
+    """Agreement with the paper-exact run for both maps, |x - x_hat| and |x_hat(S=0) - x_hat(S)|,
+    from one encoding and one unguided plus one guided decode per setting (``evaluate.raw_map_grid``)."""
+    from .detection import evaluations_per_slice, normalize_maps
+    from .evaluate import raw_map_grid
+
+    def maps(cfg: DetectConfig) -> dict:
+        label = f"{cfg.solver} K={cfg.steps}"
+        raw = raw_map_grid(bundle, cfg, x, valid, (fast.scale,), (fast.guidance,), reporter, label)
+        return {kind: normalize_maps(raw[(fast.guidance, kind, float(fast.scale))], valid, cfg) for kind in MAP_KINDS}
+
+    reference_cfg = dataclasses.replace(fast, steps=fast.noise_level, solver="ddim")
+    reference = maps(reference_cfg)
+    rows = []
+    for solver in solvers:
+        for k in steps:
+            cfg = dataclasses.replace(fast, steps=min(k, fast.noise_level), solver=solver)
+            got = maps(cfg)
+            for kind in MAP_KINDS:
+                passes = evaluations_per_slice(dataclasses.replace(cfg, map_kind=kind))
+                passes_ref = evaluations_per_slice(dataclasses.replace(reference_cfg, map_kind=kind))
+                rows.append(
+                    {
+                        "map_kind": kind, "solver": solver, "steps": cfg.steps, "evals_per_slice": passes,
+                        "fewer_passes": passes_ref / passes,
+                        **compare_maps(reference[kind], got[kind], valid, fast.threshold),
+                    }
+                )  # fmt: skip
+    return rows
 
 
 def table(result: dict) -> str:
@@ -114,8 +164,13 @@ def table(result: dict) -> str:
     ]
     for row in result.get("sweep", []):
         lines.append(
-            f"  K={row['steps']:<4} passes {row['evals_per_slice']:>4}  s/slice {row['seconds_per_slice']:.3f}  "
-            f"r {row['map_pearson']:.3f}  Dice {row['map_dice']:.3f}"
+            f"  {row.get('solver', 'ddim'):<6} K={row['steps']:<4} passes {row['evals_per_slice']:>4}  "
+            f"s/slice {row['seconds_per_slice']:.3f}  r {row['map_pearson']:.3f}  Dice {row['map_dice']:.3f}"
+        )
+    for row in result.get("by_map_kind", []):
+        lines.append(
+            f"  {row['map_kind']:<9} map {row['solver']:<6} K={row['steps']:<4} passes {row['evals_per_slice']:>4} "
+            f"({row['fewer_passes']:.1f}x fewer)  r {row['map_pearson']:.3f}  Dice {row['map_dice']:.3f}"
         )
     return "\n".join(lines)
 

@@ -395,7 +395,8 @@ def train(
                     x_t = q_sample(x, t, noise, alpha_bar)
                     per_sample = F.cross_entropy(net(x_t, t).float(), y, reduction="none")
                     loss = per_sample.mean()
-                    groups.append([float(per_sample[y == g].detach().mean()) if (y == g).any() else np.nan for g in (0, 1)])
+                    losses = per_sample.detach()
+                    groups.append([float(losses[y == g].mean()) if (y == g).any() else np.nan for g in (0, 1)])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

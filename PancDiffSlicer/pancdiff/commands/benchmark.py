@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from ..errors import InputError
 from ..progress import Reporter
 
 
@@ -24,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="fast run's K (default: the model's operating point)")
     parser.add_argument("--slices", type=int, default=0, help="use at most this many slices (0 = all)")
     parser.add_argument("--sweep", default="", help="extra K values, e.g. 5,10,20")
+    parser.add_argument("--solvers", default="ddim", help="solvers for the sweep: ddim, dpm2m or ddim,dpm2m")
+    parser.add_argument(
+        "--map-kinds", action="store_true", help="also the agreement of both maps (input and guidance difference)"
+    )
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -47,7 +52,13 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if args.slices:
         x, valid = x[: args.slices], valid[: args.slices]
     sweep = tuple(int(v) for v in args.sweep.split(",") if v.strip())
-    result = run_benchmark(bundle, x, valid, cfg, sweep, reporter, "bundled sample CT (TotalSegmentator example)")
+    solvers = tuple(v.strip() for v in args.solvers.split(",") if v.strip())
+    bad = [v for v in solvers if v not in ("ddim", "dpm2m")]
+    if bad:
+        raise InputError(f"--solvers: unknown solver(s) {', '.join(bad)}; choose ddim and/or dpm2m")
+    result = run_benchmark(
+        bundle, x, valid, cfg, sweep, reporter, "bundled sample CT (TotalSegmentator example)", solvers, args.map_kinds
+    )
     path = write_benchmark(result, Path(args.out))
     print(table(result))
     reporter.info(f"wrote {path}")
