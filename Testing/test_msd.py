@@ -141,9 +141,12 @@ def test_not_an_msd_folder_and_missing_files_are_refused(tmp_path, msd):
 
 
 def test_crops_are_pancreas_boxes_at_the_requested_spacing(msd):
-    records, images = load_msd_crops(msd, CFG, spacing_mm=0.8, cases=["phantom_000"])
+    organs: list = []
+    records, images = load_msd_crops(msd, CFG, spacing_mm=0.8, cases=["phantom_000"], organs=organs)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(list_msd_cases(msd)[0].label)))
-    assert len(records) == len(images) == int((labels > 0).any(axis=(1, 2)).sum())
+    assert len(records) == len(images) == len(organs) == int((labels > 0).any(axis=(1, 2)).sum())
+    for image, organ in zip(images, organs):
+        assert organ.shape == image.shape and organ.any(), "the pancreas of each crop comes along"
     for image in images:
         assert image.dtype == np.float32 and 0.0 <= image.min() and image.max() <= 1.0
     # A crop spans the pancreas box: 2.4 mm voxels resampled to 0.8 mm -> 3x the voxel count.

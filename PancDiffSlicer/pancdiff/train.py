@@ -137,8 +137,8 @@ def load_slice_data(root: str | Path, cfg: TrainConfig) -> SliceData:
         images = [load_slice_image(r.path) for r in records]
         organs = [load_label_map(r.labels) > 0 if r.labels is not None else None for r in records]
     elif (root / "dataset.json").is_file():
-        records, images = _msd_records(root, cfg)
-        organs = [None] * len(records)
+        organs: list = []
+        records, images = _msd_records(root, cfg, organs)
     else:
         raise InputError(f"{root}: neither a slice folder (manifest.csv) nor MSD Task07 (dataset.json)")
     train_cases, val_cases = split_cases(records, cfg.val_fraction, cfg.split_seed)
@@ -156,11 +156,11 @@ def load_slice_data(root: str | Path, cfg: TrainConfig) -> SliceData:
     return SliceData(sampler(tr), sampler(va), train_cases, val_cases, sorted(tune_cases))
 
 
-def _msd_records(root: Path, cfg: TrainConfig):
+def _msd_records(root: Path, cfg: TrainConfig, organs: list):
     """MSD volumes become pancreas-box crops at native spacing, then take the slice-folder path."""
     from .datasets.msd import load_msd_crops  # the MSD reader lives with the other datasets
 
-    return load_msd_crops(root, cfg.preprocess, spacing_mm=cfg.assumed_spacing_mm)
+    return load_msd_crops(root, cfg.preprocess, spacing_mm=cfg.assumed_spacing_mm, organs=organs)
 
 
 class _Batches:

@@ -163,12 +163,15 @@ def load_msd_crops(
     spacing_mm: float = 0.8,
     cases: Iterable[str] | None = None,
     paper_filter: bool = False,
+    organs: list | None = None,
 ) -> tuple[list[SliceRecord], list[np.ndarray]]:
     """Pancreas-box crops like ``pancreas-tc``'s, for samplers that work on stored crops.
 
     Each slice's pancreas bounding box (pancreas + tumor labels), HU windowed by ``cfg.hu_window``,
     in radiological display orientation, resampled to ``spacing_mm`` pixels: the format of the
     slice folders, so MSD and pancreas-tc take one path. Label = tumor anywhere in the slice.
+    A list passed as ``organs`` receives each crop's (H, W) bool pancreas (labels 1 and 2), where
+    simulated lesions are placed.
 
     Returns:
         (records, images): ``SliceRecord`` per crop (``path`` is the case's CT) and (H, W) float32 crops.
@@ -190,6 +193,9 @@ def load_msd_crops(
             crop = np.clip((hu[z, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] - lo) / (hi - lo), 0.0, 1.0)
             zoom = (spacing[0] / spacing_mm, spacing[1] / spacing_mm)
             images.append(np.clip(ndimage.zoom(crop.astype(np.float32), zoom, order=1), 0.0, 1.0))
+            if organs is not None:
+                organ = (lab[z, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] > 0).astype(np.float32)
+                organs.append(ndimage.zoom(organ, zoom, order=0) > 0.5)  # same shape as the image
             tumor = int((lab[z] == TUMOR).any())
             records.append(SliceRecord(path=case.image, case=case.case, tumor=tumor, source="MSD_Task07"))
     if not records:
