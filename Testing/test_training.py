@@ -18,6 +18,7 @@ from pancdiff.train import (
     _Batches,
     config_from_json,
     contrast_at,
+    learning_rate,
     load_slice_data,
     sample_timesteps,
     train,
@@ -106,6 +107,15 @@ def test_paired_batches_differ_only_by_a_lesion_inside_the_pancreas(tmp_path):
     assert (diff.reshape(3, -1).max(1) > 0.1).all(), "each pair carries a conspicuous lesion at step 0"
     organs = [o for o in data.train.organs if o is not None]
     assert organs, "the synthetic folder carries organ labels"
+
+
+def test_learning_rate_warms_up_holds_and_decays_to_one_percent():
+    cfg = TrainConfig(iterations=1000, lr=1e-3, warmup=10, lr_decay_start=500)
+    assert learning_rate(0, cfg) == pytest.approx(1e-4)
+    assert learning_rate(300, cfg) == pytest.approx(1e-3) == learning_rate(500, cfg)
+    assert learning_rate(750, cfg) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    assert learning_rate(1000, cfg) == pytest.approx(1e-5)
+    assert learning_rate(999, dataclasses.replace(cfg, lr_decay_start=0)) == pytest.approx(1e-3)
 
 
 def test_t_curriculum_starts_clean_and_widens_toward_low_t():

@@ -51,6 +51,8 @@ class TrainConfig:
             explains the label, so neither site nor crop size can. Unpaired mixing learned nothing.
         contrast_start_hu, contrast_ramp: paired lesions start conspicuous (``contrast_start_hu``)
             and fade linearly to ``lesions.contrast_hu`` over ``contrast_ramp`` steps.
+        lr_decay_start: step from which the learning rate decays (cosine) to 1 % at the last step;
+            0 keeps it constant after the warm-up.
         t_clean_steps, t_ramp, t_power, clean_fraction: the t curriculum. t = 0 only for the first
             ``t_clean_steps``; then the largest t grows linearly to ``max_timestep`` over ``t_ramp``
             steps, t = t_max * u**t_power (weighted to low t), and ``clean_fraction`` of the pairs
@@ -65,6 +67,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema_decay: float = 0.999
     warmup: int = 200
+    lr_decay_start: int = 0
     grad_clip: float = 1.0
     checkpoint_every: int = 250
     validate_every: int = 500
@@ -216,6 +219,15 @@ class _Batches:
                 xs += [c.x, inserted[0]]
         ys = np.tile([0, 1], len(xs) // 2)
         return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(ys).long()
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, constant, then (with ``lr_decay_start`` > 0) cosine decay to 1 % at the end."""
+    lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+    if 0 < cfg.lr_decay_start < cfg.iterations and step >= cfg.lr_decay_start:
+        f = (step - cfg.lr_decay_start) / (cfg.iterations - cfg.lr_decay_start)
+        lr *= 0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * min(1.0, f)))
+    return float(lr)
 
 
 def contrast_at(step: int, cfg: TrainConfig) -> tuple[float, float]:
@@ -379,7 +391,7 @@ def train(
         while step < cfg.iterations:
             x, y = batches.next(step)
             x, y = x.to(dev), y.to(dev)
-            lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            lr = learning_rate(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
             with autocast:
