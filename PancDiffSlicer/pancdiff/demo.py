@@ -241,7 +241,11 @@ def render_demo_comparison(
         notes.append(
             f"p(tumor) max {_f(digest['overall_confidence'])}; heatmap at lesion center "
             f"{_f(digest['heatmap_at_lesion_center'])}; strongest peak "
-            + ("none" if distance is None else f"{distance:.1f} mm from it")
+            + (
+                "none"
+                if distance is None
+                else f"{distance:.1f} mm from it (k = {digest['strongest_peak']['slice_index']})"
+            )
         )
     ijk = np.asarray(lesion.center_ijk, dtype=float)
     point = ReportPoint("lesion center", _ijk_to_view(b.reorientation, b.heatmap.shape, ijk))

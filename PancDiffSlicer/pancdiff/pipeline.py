@@ -468,8 +468,8 @@ class _MarkerItem:
 def slice_position_mm(det: VolumeDetection, view_index: int) -> float:
     """Position of a view slice along the patient's axis: LPS z of its central voxel, in mm."""
     shape = det.heatmap.shape
-    view_shape = det.reorientation.apply(np.empty(shape, dtype=bool)).shape
-    ijk = _view_to_ijk(det.reorientation, shape, (int(view_index), view_shape[1] // 2, view_shape[2] // 2))
+    rows, cols = (shape[det.reorientation.axes[a]] for a in (1, 2))
+    ijk = _view_to_ijk(det.reorientation, shape, (int(view_index), rows // 2, cols // 2))
     return float(det.grid.index_to_lps(np.array(ijk))[0][2])
 
 
