@@ -37,3 +37,42 @@ def test_low_attenuation_baseline_is_tuned_on_the_same_half(tmp_path):
     tuned = _release().low_attenuation_tuned(data, 1.0)
     assert 0.1 <= tuned["threshold"] <= 0.9 and 0.0 < tuned["dice"] <= 1.0
     assert np.isfinite(tuned["dice"])
+
+
+def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, monkeypatch):
+    """End to end on tiny networks: two short runs, the tuning grid, the test half, the card."""
+    import dataclasses
+    import json
+    import sys
+
+    from pancdiff.train import TrainConfig, train
+    from pancdiff.weights import load_bundle
+
+    folder = write_slice_folder(tmp_path / "tc", cases_per_class=4, slices_per_case=2, with_labels=True)
+    cfg = TrainConfig(iterations=2, batch_size=4, checkpoint_every=2, validate_every=2, warmup=1,
+                      network=dataclasses.replace(TINY_NETWORK, classifier_pooling="lse"), threads=1,
+                      val_fraction=0.5, paired=True)  # fmt: skip
+    train("diffusion", folder, tmp_path / "diffusion", cfg)
+    train("classifier", folder, tmp_path / "classifier", cfg)
+    release = _release()
+    monkeypatch.setattr(release, "gate", lambda *a, **k: [])  # the gate has its own test; here: the writing
+    out = tmp_path / "Models"
+    monkeypatch.setattr(sys, "argv", [
+        "release_models.py", "--diffusion", str(tmp_path / "diffusion"), "--classifier", str(tmp_path / "classifier"),
+        "--data", str(folder), "--out", str(out), "--steps", "2", "--scales", "2", "--noises", "8",
+    ])  # fmt: skip
+    assert release.main() == 0
+    bundle = load_bundle(out)
+    card = json.loads((out / "model.json").read_text())
+    assert bundle.network.classifier_pooling == "lse"
+    assert set(card["split"]["tune_cases"]).isdisjoint(card["split"]["test_cases"])
+    assert card["release_gate"]["passed"] and card["validation"]["split_half"].startswith("test half")
+    chosen = bundle.operating_point
+    assert any(
+        (r["guidance"], r["map_kind"], r["scale"], r["threshold"]) == (chosen.guidance, chosen.map_kind, chosen.scale,
+                                                                        chosen.threshold)
+        for r in card["operating_point_selection"]["grid"]
+    )  # fmt: skip
+    for name in ("MODEL_CARD.md", "validation_grid.png", "training/classifier.json", "training/diffusion.json"):
+        assert (out / name).is_file(), name
+    assert "Release gate" in (out / "MODEL_CARD.md").read_text()

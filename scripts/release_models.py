@@ -118,6 +118,9 @@ def main() -> int:
     p.add_argument("--min-paired-auroc", type=float, default=0.85, help="release gate on the tuning half")
     p.add_argument("--model-id", default=None)
     p.add_argument("--looked-at", default="", help="what was looked at before this release, for the card")
+    p.add_argument(
+        "--tune-only", action="store_true", help="stop after the tuning half and the gate (never touches the test half)"
+    )
     args = p.parse_args()
     reporter = Reporter("bar")
 
@@ -181,7 +184,9 @@ def main() -> int:
         "passed": not refusals,
         "refusals": refusals,
     }
-    print(json.dumps({"gate": gate_record}, indent=2))
+    print(json.dumps({"chosen": chosen_row, "gate": gate_record}, indent=2))
+    if args.tune_only:
+        return 0 if not refusals else 1
     if refusals:
         print("release refused: " + "; ".join(refusals), file=sys.stderr)
         Path(tempfile.gettempdir(), "pancdiff_refused_tuning.json").write_text(
