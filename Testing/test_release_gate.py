@@ -31,12 +31,16 @@ def test_gate_passes_only_above_both_floors():
     assert len(gate({}, 0.0, baseline, 0.85)) == 2, "a missing figure can never pass"
 
 
-def test_low_attenuation_baseline_is_tuned_on_the_same_half(tmp_path):
+def test_low_attenuation_baseline_gets_the_same_selection_rule(tmp_path):
     folder = write_slice_folder(tmp_path / "tc", cases_per_class=1, slices_per_case=2, with_labels=True)
     data = build_eval_set(folder, init_bundle(seed=0, network=TINY_NETWORK))
-    tuned = _release().low_attenuation_tuned(data, 1.0)
-    assert 0.1 <= tuned["threshold"] <= 0.9 and 0.0 < tuned["dice"] <= 1.0
-    assert np.isfinite(tuned["dice"])
+    release = _release()
+    loose, strict = release.low_attenuation_tuned(data, 1.0, 1.0), release.low_attenuation_tuned(data, 1.0, 0.02)
+    for tuned in (loose, strict):
+        assert 0.1 <= tuned["threshold"] <= 0.9 and 0.0 <= tuned["dice"] <= 1.0 and np.isfinite(tuned["dice"])
+    assert loose["dice"] >= strict["dice"], "a false-positive bound can only cost the baseline Dice"
+    if strict["fp_fraction"] <= 0.02:
+        assert strict["threshold"] >= loose["threshold"] or strict["normalization"] != loose["normalization"]
 
 
 def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, monkeypatch):

@@ -36,12 +36,15 @@ from pancdiff.datasets.slice_folder import read_manifest, tuning_test_halves
 from pancdiff.evaluate import (
     THRESHOLDS,
     build_eval_set,
+    calibrate_map_scale,
     choose_operating_point,
     classifier_metrics,
     evaluate,
+    fp_fraction,
     grid_figure,
-    low_attenuation_zone,
+    low_attenuation_raw,
     results_markdown,
+    zone_maps,
 )
 from pancdiff.metrics import dice
 from pancdiff.networks import NoisyClassifier, build_unet
@@ -76,17 +79,29 @@ def load_run(run: Path) -> tuple[dict, TrainConfig, int]:
     return {"kind": kind, **meta}, cfg, step
 
 
-def low_attenuation_tuned(data, sigma_px: float) -> dict:
-    """The baseline with its own best threshold on the same half: mean Dice over the lesion sets."""
-    best = {}
-    for t in THRESHOLDS:
-        per_set = []
-        for les in data.lesions.values():
-            maps = low_attenuation_zone(les.x, les.zone, DetectConfig(smooth_sigma_px=sigma_px))
-            per_set.append(float(np.mean([dice(m >= t, g) for m, g in zip(maps, les.mask)])))
-        best[float(t)] = float(np.mean(per_set))
-    t = max(best, key=best.get)
-    return {"threshold": t, "dice": best[t]}
+def low_attenuation_tuned(data, sigma_px: float, max_fp: float = 0.02) -> dict:
+    """The baseline under the model's own selection rule on the same half: best mean Dice over the
+    lesion sets with healthy false-positive fraction <= ``max_fp``, over slice / calibrated
+    normalization and the same thresholds (the best Dice overall when nothing meets the bound)."""
+    h = data.healthy
+    healthy_raw = low_attenuation_raw(data.x[h], data.zone[h])
+    scale = calibrate_map_scale(healthy_raw, data.zone[h], sigma_px)
+    rows = []
+    for norm in ("slice", "calibrated"):
+        cfg = DetectConfig(smooth_sigma_px=sigma_px, normalization=norm, map_scale=scale, min_anomaly=0.0)
+        maps = [zone_maps(low_attenuation_raw(les.x, les.zone), les.zone, cfg) for les in data.lesions.values()]
+        healthy = zone_maps(healthy_raw, data.zone[h], cfg)
+        for t in THRESHOLDS:
+            per_set = [
+                float(np.mean([dice(m >= t, g) for m, g in zip(m_set, les.mask)]))
+                for m_set, les in zip(maps, data.lesions.values())
+            ]
+            fp = fp_fraction(healthy, data.zone[h], t)
+            rows.append(
+                {"normalization": norm, "threshold": float(t), "dice": float(np.mean(per_set)), "fp_fraction": fp}
+            )
+    allowed = [r for r in rows if r["fp_fraction"] <= max_fp] or rows
+    return max(allowed, key=lambda r: r["dice"])
 
 
 def best_per_setting(rows: list[dict]) -> list[dict]:
@@ -111,7 +126,8 @@ def gate(tune_classifier: dict, chosen_dice: float, baseline: dict, min_paired_a
         reasons.append(f"paired simulated-lesion AUROC at t = 0 is {paired:.3f} < {min_paired_auroc}")
     if not chosen_dice > baseline["dice"]:
         reasons.append(
-            f"tuning-half Dice {chosen_dice:.3f} does not beat the low-attenuation baseline's {baseline['dice']:.3f}"
+            f"tuning-half Dice {chosen_dice:.3f} does not beat the low-attenuation baseline's {baseline['dice']:.3f} "
+            "(same selection rule)"
         )
     return reasons
 
@@ -185,7 +201,7 @@ def main() -> int:
         == (chosen.guidance, chosen.map_kind, chosen.scale, chosen.noise_level, chosen.normalization, chosen.threshold)
     )  # fmt: skip
     tune_classifier = classifier_metrics(bundle, tune, chosen.noise_level)
-    baseline = low_attenuation_tuned(tune, chosen.smooth_sigma_px)
+    baseline = low_attenuation_tuned(tune, chosen.smooth_sigma_px, args.max_fp)
     refusals = gate(tune_classifier, chosen_row["dice"], baseline, args.min_paired_auroc)
     gate_record = {
         "min_paired_auroc_t0": args.min_paired_auroc,
@@ -327,8 +343,9 @@ def card_markdown(card: dict) -> str:
         f"{g['min_paired_auroc_t0']}); at t = N: {g['tuning_paired_auroc_tN']:.3f}.",
         f"- Dice at the operating point {g['tuning_dice']:.3f} (real {g['tuning_dice_real']:.3f}, simulated "
         f"{g['tuning_dice_simulated']:.3f}) against the low-attenuation baseline's "
-        f"{g['tuning_low_attenuation']['dice']:.3f} at its own best threshold "
-        f"{g['tuning_low_attenuation']['threshold']}. Passed: {g['passed']}.",
+        f"{g['tuning_low_attenuation']['dice']:.3f} under the same rule (its own normalization and threshold, "
+        f"{g['tuning_low_attenuation']['normalization']} {g['tuning_low_attenuation']['threshold']}). "
+        f"Passed: {g['passed']}.",
         f"- Looked at before this release: {card.get('looked_at') or 'the tuning-half figures above only'}.",
         "- Confidence: " + card["confidence"] + ".",
         "",
