@@ -191,7 +191,7 @@ def format_report(r: dict) -> str:
         lines.append(f"TotalSegmentator  {ts['version']}")
     else:
         lines.append(
-            'TotalSegmentator  not installed (pip install "pancdiff[totalsegmentator]", or give --pancreas-mask)'
+            'TotalSegmentator  not installed (bash scripts/setup.sh --with-totalsegmentator, or give --pancreas-mask)'
         )
     weights = (
         ", ".join(ts["weights"]) if ts["weights"] else "none found (totalseg_download_weights, or TOTALSEG_HOME_DIR)"
