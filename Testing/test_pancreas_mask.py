@@ -241,3 +241,10 @@ def test_real_totalsegmentator_finds_the_pancreas():
         pytest.skip(f"TotalSegmentator weights unavailable: {exc}")
     reference = pancreas_mask(ct, SHARED / "pancreas.nii.gz")
     assert _dice(mask, reference) > 0.5
+
+
+def test_totalsegmentator_never_gets_mps():
+    from pancdiff.pancreas import _totalseg_device
+
+    assert _totalseg_device("mps") == "cpu" and _totalseg_device("cuda") == "gpu"
+    assert _totalseg_device("auto") in ("gpu", "cpu") and _totalseg_device("cuda:1") == "cuda:1"

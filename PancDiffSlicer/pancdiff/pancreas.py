@@ -298,16 +298,19 @@ def _stdout_to_stderr():
 
 
 def _totalseg_device(device: str) -> str:
-    """Our device names -> TotalSegmentator's ("gpu", "cpu", "mps"; its Python API takes "cuda:N")."""
+    """Our device names -> TotalSegmentator's ("gpu" or "cpu"; its Python API takes "cuda:N").
+
+    Never "mps": TotalSegmentator's 3D convolutions fail there, so Auto and MPS fall back to the CPU
+    for this step (the diffusion models still use MPS).
+    """
     if device == "auto":
         import torch
 
-        if torch.cuda.is_available():
-            return "gpu"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
+        return "gpu" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         return "gpu"
+    if device == "mps":
+        return "cpu"
     return device
 
 
