@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 from engine_support import TINY_NETWORK, write_slice_folder
 from pancdiff.benchmark import run_benchmark
 from pancdiff.config import DetectConfig
+from pancdiff.datasets.slice_folder import read_manifest
 from pancdiff.detection import Detector
 from pancdiff.errors import InputError
 from pancdiff.evaluate import (
@@ -222,3 +224,23 @@ def test_evaluate_on_a_folder_new_to_the_model_scores_all_its_cases_and_says_so(
     assert any("scoring all of them" in m for m in messages), messages
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["cases"] == 2 and results["slices"] == 4
+
+
+PANCREAS_TC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pancreas-tc"
+
+
+@pytest.mark.shared_data
+def test_real_outlines_of_pancreas_tc_land_inside_the_pancreas_zone():
+    """The pixel labels of the real crops: tumor outlines on the canvas lie in the scoring zone, and
+    lesions simulated in healthy crops are placed inside their pancreas."""
+    if not (PANCREAS_TC / "manifest.csv").is_file():
+        pytest.skip(f"shared test data not present at {PANCREAS_TC}")
+    records = read_manifest(PANCREAS_TC)
+    labelled = [r for r in records if r.labels is not None]
+    assert len(labelled) == 1631 and sum(r.mask is not None for r in records) == 679
+    cases = {"pancreas_032", "PANCREAS_0005"}
+    data = build_eval_set(PANCREAS_TC, init_bundle(seed=0, network=TINY_NETWORK), cases)
+    real, sim = data.lesions["real"], data.lesions["simulated"]
+    assert len(real) > 0 and len(sim) > 0
+    assert (real.mask & real.zone).sum() / real.mask.sum() > 0.95
+    assert (sim.mask & sim.zone).sum() / sim.mask.sum() > 0.95
