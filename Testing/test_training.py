@@ -109,6 +109,19 @@ def test_paired_batches_differ_only_by_a_lesion_inside_the_pancreas(tmp_path):
     assert organs, "the synthetic folder carries organ labels"
 
 
+def test_a_share_of_pairs_stays_conspicuous_after_the_contrast_fades(tmp_path):
+    folder = write_slice_folder(tmp_path / "tc", with_labels=True)
+    depth = {}
+    for share in (0.0, 1.0):
+        cfg = dataclasses.replace(TINY, paired=True, batch_size=16, augment=NO_AUGMENT, contrast_ramp=10,
+                                  conspicuous_fraction=share)  # fmt: skip
+        batches = _Batches(load_slice_data(folder, cfg).train, cfg, "classifier", np.random.default_rng(0))
+        x, _ = batches.next(10**6)
+        depth[share] = float((x[0::2] - x[1::2]).amax(dim=(1, 2, 3)).median()) * 400  # HU
+    assert depth[0.0] < 60 * 1.3 + 1, depth  # realistic: 20-60 HU (heterogeneity up to +30 %)
+    assert depth[1.0] > 90, depth  # conspicuous: 100-160 HU
+
+
 def test_learning_rate_warms_up_holds_and_decays_to_one_percent():
     cfg = TrainConfig(iterations=1000, lr=1e-3, warmup=10, lr_decay_start=500)
     assert learning_rate(0, cfg) == pytest.approx(1e-4)

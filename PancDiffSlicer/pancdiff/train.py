@@ -50,7 +50,9 @@ class TrainConfig:
             same crop with a lesion inside its pancreas (same t, same noise): only the lesion
             explains the label, so neither site nor crop size can. Unpaired mixing learned nothing.
         contrast_start_hu, contrast_ramp: paired lesions start conspicuous (``contrast_start_hu``)
-            and fade linearly to ``lesions.contrast_hu`` over ``contrast_ramp`` steps.
+            and fade linearly to ``lesions.contrast_hu`` over ``contrast_ramp`` steps;
+            ``conspicuous_fraction`` of the pairs keep ``contrast_start_hu`` throughout (a classifier
+            trained only down to realistic contrast stops calling very dark lesions tumor).
         lr_decay_start: step from which the learning rate decays (cosine) to 1 % at the last step;
             0 keeps it constant after the warm-up.
         t_clean_steps, t_ramp, t_power, clean_fraction: the t curriculum. t = 0 only for the first
@@ -80,6 +82,7 @@ class TrainConfig:
     paired: bool = False
     contrast_start_hu: tuple[float, float] = (100.0, 160.0)
     contrast_ramp: int = 3000
+    conspicuous_fraction: float = 0.0
     t_clean_steps: int = 0
     t_ramp: int = 1
     t_power: float = 2.0
@@ -211,10 +214,11 @@ class _Batches:
         """(2P, 1, S, S) as [clean_0, lesion_0, clean_1, lesion_1, ...] with labels [0, 1, 0, 1, ...]."""
         cfg, rng = self.cfg, self.rng
         lesions = dataclasses.replace(cfg.lesions, contrast_hu=contrast_at(step, cfg))
+        conspicuous = dataclasses.replace(cfg.lesions, contrast_hu=cfg.contrast_start_hu)
         xs: list[np.ndarray] = []
         while len(xs) < 2 * max(1, cfg.batch_size // 2):
             c = self.data.canvas(int(self.paired_pool[rng.integers(len(self.paired_pool))]), rng, cfg.augment)
-            inserted = self._lesion(c, lesions)
+            inserted = self._lesion(c, conspicuous if rng.random() < cfg.conspicuous_fraction else lesions)
             if inserted is not None:
                 xs += [c.x, inserted[0]]
         ys = np.tile([0, 1], len(xs) // 2)
