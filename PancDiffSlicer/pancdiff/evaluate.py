@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from .config import DetectConfig, to_dict
@@ -336,8 +337,6 @@ def raw_map_grid(
     out: dict = {}
     batch = base.batch_size or det._auto_batch_size()
     total = int(np.ceil(len(x) / batch)) * (len(det.grid) - 1) * (2 + len(guidances) * len(guided))
-    import torch
-
     with StepProgress(reporter, f"maps {label} N={base.noise_level}".strip()) as progress:
         done = [0]
 
