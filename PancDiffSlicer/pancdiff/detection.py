@@ -142,22 +142,27 @@ class Detector:
         """Healthy reconstruction x_hat of x: (B, 1, S, S) in [0, 1] on ``self.device``."""
         return self.decode(self.encode(x, on_step), self.cfg.scale, on_step)
 
-    def _maps(self, xb: torch.Tensor, scales: list[float], tick) -> dict[float, tuple[np.ndarray, np.ndarray]]:
-        """One encoding, one decode per S (plus an unguided one when the map needs it):
-        {S: (reconstruction, raw anomaly)} as (B, S, S) arrays, before the support is applied."""
+    def _maps(
+        self, xb: torch.Tensor, scales: list[float], guidances: tuple, kinds: tuple, tick: Callable[[], None]
+    ) -> dict:
+        """One encoding, one unguided decode where needed, one decode per (guidance, S > 0):
+        {("reconstruction", guidance, S) or (guidance, map kind, S): (B, S, S)}, before the support."""
         x_n = self.encode(xb, tick)
-        need_plain = self.cfg.map_kind == "guidance" and any(s > 0 for s in scales)
-        plain = self.decode(x_n, 0.0, tick) if need_plain or 0.0 in scales else None
         x_np = xb[:, 0].float().cpu().numpy()
+        guided = [s for s in scales if s > 0]
+        plain = None
+        if 0.0 in scales or ("guidance" in kinds and guided):
+            plain = self.decode(x_n, 0.0, tick)[:, 0].float().cpu().numpy()
         out = {}
-        for scale in scales:
-            rec = plain if scale == 0.0 else self.decode(x_n, scale, tick)
-            rec_np = rec[:, 0].float().cpu().numpy()
-            if self.cfg.map_kind == "guidance":
-                ref = x_np if scale == 0.0 else plain[:, 0].float().cpu().numpy()
-            else:
-                ref = x_np
-            out[scale] = (rec_np, np.abs(ref - rec_np))  # one channel: the channel sum is itself
+        for g in guidances:
+            if 0.0 in scales:  # S = 0 is one map whatever the guidance or map kind
+                out[("reconstruction", g, 0.0)] = plain
+                out.update({(g, kind, 0.0): np.abs(x_np - plain) for kind in kinds})
+            for s in guided:
+                rec = self.decode(x_n, s, tick, guidance=g)[:, 0].float().cpu().numpy()
+                out[("reconstruction", g, s)] = rec
+                for kind in kinds:  # one channel: the channel sum is the map itself
+                    out[(g, kind, s)] = np.abs((plain if kind == "guidance" else x_np) - rec)
         return out
 
     # -- the whole detection ---------------------------------------------------------------------
@@ -165,46 +170,50 @@ class Detector:
         self, x: np.ndarray, valid: np.ndarray | None = None, progress: Progress | None = None
     ) -> DetectionResult:
         """Detect anomalies in canvases ``x`` (B, S, S) in [0, 1]; ``valid`` (B, S, S) bool support."""
-        grid = self.anomaly_grid(x, valid, [self.cfg.scale], progress, with_probability=True)
-        recon, anomaly, probs = grid["reconstruction"][self.cfg.scale], grid["anomaly"][self.cfg.scale], grid["p"]
-        valid = grid["valid"]
-        normalized = normalize_maps(anomaly, valid, self.cfg)
+        cfg = self.cfg
+        grid = self.map_grid(x, valid, [cfg.scale], progress=progress, with_probability=True)
+        anomaly, valid = grid["anomaly"][(cfg.guidance, cfg.map_kind, float(cfg.scale))], grid["valid"]
+        normalized = normalize_maps(anomaly, valid, cfg)
         return DetectionResult(
-            reconstruction=recon,
+            reconstruction=grid["reconstruction"][(cfg.guidance, float(cfg.scale))],
             anomaly=anomaly,
             normalized=normalized,
-            candidates=normalized >= self.cfg.threshold,
-            tumor_probability=probs,
-            evaluations_per_slice=evaluations_per_slice(self.cfg),
+            candidates=normalized >= cfg.threshold,
+            tumor_probability=grid["p"],
+            evaluations_per_slice=evaluations_per_slice(cfg),
         )
 
-    def anomaly_grid(
+    def map_grid(
         self,
         x: np.ndarray,
         valid: np.ndarray | None,
-        scales: list[float],
+        scales,
+        guidances: tuple | None = None,
+        kinds: tuple | None = None,
         progress: Progress | None = None,
         with_probability: bool = False,
     ) -> dict:
-        """Raw maps for several guidance scales from one encoding per slice.
+        """Raw maps for several guidance scales, guidance kinds and map kinds from one encoding per
+        slice (the latent depends on N and K only); the unguided decode only where a map needs it.
 
         Returns:
-            {"reconstruction": {S: (B, S, S)}, "anomaly": {S: (B, S, S), 0 outside the support},
-            "p": (B,) p(tumor | x, t = 0) or None, "valid": (B, S, S) bool}.
+            {"anomaly": {(guidance, map kind, S): (B, S, S), 0 outside the support},
+            "reconstruction": {(guidance, S): (B, S, S)}, "p": (B,) p(tumor | x, t = 0) or None,
+            "valid": (B, S, S) bool}.
         """
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 3:
             raise ValueError(f"expected canvases (B, S, S), got shape {x.shape}")
         valid = np.ones(x.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-        scales = [float(s) for s in scales]
-        recon = {s: np.empty_like(x) for s in scales}
-        anomaly = {s: np.empty_like(x) for s in scales}
-        probs = np.empty(len(x), dtype=np.float32) if with_probability else None
-        k = len(self.grid) - 1
-        need_plain = self.cfg.map_kind == "guidance" and any(s > 0 for s in scales)
-        passes_per_batch = k * (1 + len(scales) + (1 if need_plain and 0.0 not in scales else 0))
+        scales = sorted({float(s) for s in scales})
+        guidances, kinds = tuple(guidances or (self.cfg.guidance,)), tuple(kinds or (self.cfg.map_kind,))
+        guided = [s for s in scales if s > 0]
+        need_plain = 0.0 in scales or ("guidance" in kinds and bool(guided))
+        passes_per_batch = (len(self.grid) - 1) * (1 + int(need_plain) + len(guidances) * len(guided))
         batch = self.cfg.batch_size or self._auto_batch_size()
         total_steps = passes_per_batch * int(np.ceil(len(x) / batch)) if len(x) else 0
+        probs = np.empty(len(x), dtype=np.float32) if with_probability else None
+        parts: dict = {}
         done = [0]
 
         def tick() -> None:
@@ -216,11 +225,8 @@ class Detector:
         while start < len(x):
             xb = torch.from_numpy(x[start : start + batch])[:, None].to(self.device)
             try:
-                if probs is not None:
-                    probs[start : start + len(xb)] = self.tumor_probability(xb).cpu().numpy()
-                for scale, (rec, raw) in self._maps(xb, scales, tick).items():
-                    recon[scale][start : start + len(xb)] = rec
-                    anomaly[scale][start : start + len(xb)] = raw
+                p = self.tumor_probability(xb).cpu().numpy() if probs is not None else None
+                chunk = self._maps(xb, scales, guidances, kinds, tick)
             except torch.cuda.OutOfMemoryError:
                 if batch == 1:
                     raise
@@ -228,9 +234,20 @@ class Detector:
                 batch = max(1, batch // 2)
                 total_steps = done[0] + passes_per_batch * int(np.ceil((len(x) - start) / batch))
                 continue
+            if probs is not None:
+                probs[start : start + len(xb)] = p
+            for key, value in chunk.items():
+                parts.setdefault(key, []).append(value)
             start += len(xb)
-        anomaly = {s: np.where(valid, a, 0.0).astype(np.float32) for s, a in anomaly.items()}
-        return {"reconstruction": recon, "anomaly": anomaly, "p": probs, "valid": valid}
+        joined = {key: np.concatenate(v) for key, v in parts.items()}
+        return {
+            "anomaly": {
+                k: np.where(valid, v, 0.0).astype(np.float32) for k, v in joined.items() if k[0] != "reconstruction"
+            },
+            "reconstruction": {k[1:]: v for k, v in joined.items() if k[0] == "reconstruction"},
+            "p": probs,
+            "valid": valid,
+        }
 
     def _auto_batch_size(self) -> int:
         """CPU: 32 (cache-friendly); GPU: what a quarter of free memory holds, at most 512."""

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from .config import DetectConfig, to_dict
@@ -327,41 +326,11 @@ def raw_map_grid(
     reporter: Reporter = QUIET,
     label: str = "",
 ) -> dict:
-    """Raw anomaly maps for every (guidance, map kind, S) at one N, from one encoding per slice.
-
-    Returns {(guidance, map_kind, S): (B, S, S)}; S = 0 is the same for every guidance.
-    """
-    det = Detector(bundle, base)
-    scales = sorted({float(s) for s in scales})
-    guided = [s for s in scales if s > 0]
-    out: dict = {}
-    batch = base.batch_size or det._auto_batch_size()
-    total = int(np.ceil(len(x) / batch)) * (len(det.grid) - 1) * (2 + len(guidances) * len(guided))
+    """Raw anomaly maps for every (guidance, map kind, S) at one N, from one encoding per slice
+    (``Detector.map_grid``). Returns {(guidance, map_kind, S): (B, S, S)}."""
     with StepProgress(reporter, f"maps {label} N={base.noise_level}".strip()) as progress:
-        done = [0]
-
-        def tick() -> None:
-            done[0] += 1
-            progress(done[0], total)
-
-        parts: dict = {}
-        for start in range(0, len(x), batch):
-            xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch]))[:, None].to(det.device)
-            x_np = xb[:, 0].float().cpu().numpy()
-            x_n = det.encode(xb, tick)
-            plain = det.decode(x_n, 0.0, tick)[:, 0].float().cpu().numpy()
-            chunk = {(g, "input", 0.0): np.abs(x_np - plain) for g in guidances}
-            chunk.update({(g, "guidance", 0.0): np.abs(x_np - plain) for g in guidances})
-            for g in guidances:
-                for s in guided:
-                    rec = det.decode(x_n, s, tick, guidance=g)[:, 0].float().cpu().numpy()
-                    chunk[(g, "input", s)] = np.abs(x_np - rec)
-                    chunk[(g, "guidance", s)] = np.abs(plain - rec)
-            for key, value in chunk.items():
-                parts.setdefault(key, []).append(value)
-    for key, chunks in parts.items():
-        out[key] = np.where(valid, np.concatenate(chunks), 0.0).astype(np.float32)
-    return out
+        grid = Detector(bundle, base).map_grid(x, valid, scales, tuple(guidances), MAP_KINDS, progress)
+    return grid["anomaly"]
 
 
 def run_anomaly(
