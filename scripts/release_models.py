@@ -28,25 +28,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from pancdiff import __version__
 from pancdiff.config import DetectConfig
 from pancdiff.datasets.slice_folder import read_manifest, tuning_test_halves
 from pancdiff.evaluate import (
-    THRESHOLDS,
+    best_allowed,
     build_eval_set,
     calibrate_map_scale,
     choose_operating_point,
     classifier_metrics,
     evaluate,
-    fp_fraction,
     grid_figure,
     low_attenuation_raw,
     results_markdown,
-    zone_maps,
+    threshold_rows,
 )
-from pancdiff.metrics import dice
 from pancdiff.networks import NoisyClassifier, build_unet
 from pancdiff.progress import Reporter
 from pancdiff.train import TrainConfig, config_from_json
@@ -84,24 +81,14 @@ def low_attenuation_tuned(data, sigma_px: float, max_fp: float = 0.02) -> dict:
     lesion sets with healthy false-positive fraction <= ``max_fp``, over slice / calibrated
     normalization and the same thresholds (the best Dice overall when nothing meets the bound)."""
     h = data.healthy
-    healthy_raw = low_attenuation_raw(data.x[h], data.zone[h])
-    scale = calibrate_map_scale(healthy_raw, data.zone[h], sigma_px)
+    raw = {name: low_attenuation_raw(les.x, les.zone) for name, les in data.lesions.items()}
+    raw["healthy"] = low_attenuation_raw(data.x[h], data.zone[h])
+    scale = calibrate_map_scale(raw["healthy"], data.zone[h], sigma_px)
     rows = []
     for norm in ("slice", "calibrated"):
         cfg = DetectConfig(smooth_sigma_px=sigma_px, normalization=norm, map_scale=scale, min_anomaly=0.0)
-        maps = [zone_maps(low_attenuation_raw(les.x, les.zone), les.zone, cfg) for les in data.lesions.values()]
-        healthy = zone_maps(healthy_raw, data.zone[h], cfg)
-        for t in THRESHOLDS:
-            per_set = [
-                float(np.mean([dice(m >= t, g) for m, g in zip(m_set, les.mask)]))
-                for m_set, les in zip(maps, data.lesions.values())
-            ]
-            fp = fp_fraction(healthy, data.zone[h], t)
-            rows.append(
-                {"normalization": norm, "threshold": float(t), "dice": float(np.mean(per_set)), "fp_fraction": fp}
-            )
-    allowed = [r for r in rows if r["fp_fraction"] <= max_fp] or rows
-    return max(allowed, key=lambda r: r["dice"])
+        rows += [{"normalization": norm, **row} for row in threshold_rows(data, raw, cfg)]
+    return rows[best_allowed(rows, max_fp)]
 
 
 def best_per_setting(rows: list[dict]) -> list[dict]:

@@ -366,6 +366,37 @@ def score_maps(raw: dict, data: EvalSet, cfg: DetectConfig) -> dict:
     return out
 
 
+def threshold_rows(data: EvalSet, raw: dict, cfg: DetectConfig) -> list[dict]:
+    """Every threshold of one setting, from raw maps {lesion set name: ..., "healthy": ...}: mean
+    Dice over the lesion sets (and each set's), each set's pixel AUPRC, healthy false-positive fraction."""
+    h = data.healthy
+    maps = {name: zone_maps(raw[name], les.zone, cfg) for name, les in data.lesions.items()}
+    healthy = zone_maps(raw["healthy"], data.zone[h], cfg)
+    auprc = {name: average_precision(les.mask[les.zone], maps[name][les.zone]) for name, les in data.lesions.items()}
+    rows = []
+    for t in THRESHOLDS:
+        dices = {
+            name: float(np.mean([dice(m >= t, g) for m, g in zip(maps[name], les.mask)]))
+            for name, les in data.lesions.items()
+        }
+        rows.append(
+            {
+                "threshold": float(t),
+                "dice": float(np.mean(list(dices.values()))),
+                **{f"dice_{n}": v for n, v in dices.items()},
+                **{f"auprc_{n}": v for n, v in auprc.items()},
+                "fp_fraction": fp_fraction(healthy, data.zone[h], t),
+            }
+        )
+    return rows
+
+
+def best_allowed(rows: list[dict], max_fp: float) -> int:
+    """Index of the best mean Dice among rows with healthy FP fraction <= ``max_fp`` (among all when none)."""
+    allowed = [i for i, r in enumerate(rows) if r["fp_fraction"] <= max_fp] or list(range(len(rows)))
+    return max(allowed, key=lambda i: rows[i]["dice"])
+
+
 def choose_operating_point(
     bundle: ModelBundle,
     data: EvalSet,
@@ -406,27 +437,14 @@ def choose_operating_point(
                     base, scale=scale, guidance=guidance, map_kind=kind, normalization=norm, map_scale=map_scale,
                     min_anomaly=floor,
                 )  # fmt: skip
-                maps = {name: zone_maps(raw[name], les.zone, cfg) for name, les in sets}
-                healthy = zone_maps(raw["healthy"], data.zone[h], cfg)
-                auprc = {name: average_precision(les.mask[les.zone], maps[name][les.zone]) for name, les in sets}
-                for t in THRESHOLDS:
-                    dices = {
-                        name: float(np.mean([dice((m >= t) & z, g) for m, g, z in zip(maps[name], les.mask, les.zone)]))
-                        for name, les in sets
-                    }
-                    row = {
-                        "guidance": guidance, "map_kind": kind, "scale": scale, "noise_level": int(noise),
-                        "steps": cfg.steps, "normalization": norm, "map_scale": map_scale, "min_anomaly": floor,
-                        "threshold": float(t),
-                        "dice": float(np.mean(list(dices.values()))),
-                        **{f"dice_{n}": v for n, v in dices.items()},
-                        **{f"auprc_{n}": v for n, v in auprc.items()},
-                        "fp_fraction": fp_fraction(healthy, data.zone[h], t),
-                    }  # fmt: skip
-                    rows.append(row)
-                    configs[len(rows) - 1] = dataclasses.replace(cfg, threshold=float(t))
-    allowed = [i for i, r in enumerate(rows) if r["fp_fraction"] <= max_fp] or list(range(len(rows)))
-    best = max(allowed, key=lambda i: rows[i]["dice"])
+                setting = {
+                    "guidance": guidance, "map_kind": kind, "scale": scale, "noise_level": int(noise),
+                    "steps": cfg.steps, "normalization": norm, "map_scale": map_scale, "min_anomaly": floor,
+                }  # fmt: skip
+                for row in threshold_rows(data, raw, cfg):
+                    rows.append({**setting, **row})
+                    configs[len(rows) - 1] = dataclasses.replace(cfg, threshold=row["threshold"])
+    best = best_allowed(rows, max_fp)
     return configs[best], rows
 
 
