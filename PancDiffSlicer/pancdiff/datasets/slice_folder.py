@@ -64,20 +64,27 @@ def read_manifest(root: str | Path) -> list[SliceRecord]:
     return records
 
 
+def _read_array(path: Path, what: str, missing: str) -> np.ndarray:
+    """The raw array of a PNG (as stored) or an NPY; a missing or unreadable file is an InputError."""
+    if not path.is_file():
+        raise InputError(f"{path}: {missing} not found")
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        with Image.open(path) as img:
+            return np.asarray(img)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable {what} ({exc})") from None
+
+
 def load_slice_image(path: str | Path) -> np.ndarray:
     """(H, W) float32 in [0, 1] from a grey / RGB / RGBA-with-equal-channels PNG, or an NPY."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        if path.suffix.lower() == ".npy":
-            arr = np.load(path, allow_pickle=False).astype(np.float32)
-        else:
-            with Image.open(path) as img:
-                arr = np.asarray(img)
-            arr = arr.astype(np.float32) / (65535.0 if arr.dtype == np.uint16 else 255.0)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable image ({exc})") from None
+    arr = _read_array(path, "image", missing="file")
+    if path.suffix.lower() == ".npy":
+        arr = arr.astype(np.float32)
+    else:
+        arr = arr.astype(np.float32) / (65535.0 if arr.dtype == np.uint16 else 255.0)
     if arr.ndim == 3:
         colour = arr[..., :3]
         if np.abs(colour - colour[..., :1]).max() > 1e-3:
@@ -93,16 +100,7 @@ def load_slice_image(path: str | Path) -> np.ndarray:
 def load_label_map(path: str | Path) -> np.ndarray:
     """(H, W) uint8 label map (0 background, 1 pancreas, 2 tumor) from a PNG/NPY of small integers."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: label map not found")
-    try:
-        if path.suffix.lower() == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        else:
-            with Image.open(path) as img:
-                arr = np.asarray(img)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable label map ({exc})") from None
+    arr = _read_array(path, "label map", missing="label map")
     if arr.ndim == 3:
         arr = arr[..., 0]
     if arr.ndim != 2 or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 2:
