@@ -112,6 +112,13 @@ def test_nan_voxels(tmp_path, case):
 # -- the pancreas mask -----------------------------------------------------------------------------
 
 
+def _mask_refused(tmp_path: Path, ct: Path, mask: np.ndarray, name: str, geometry: dict | None = None) -> str:
+    """Save ``mask`` as ``name`` beside the test, run detect with it, and return the refusal line."""
+    path = _save(mask, tmp_path / name, geometry)
+    out = tmp_path / "out"
+    return assert_refused(detect(ct, path, out), out, mentions=name)
+
+
 def test_missing_mask_file(tmp_path, case):
     out = tmp_path / "out"
     assert_refused(detect(case[0], tmp_path / "no_mask.nii.gz", out), out, mentions="no_mask.nii.gz")
@@ -120,25 +127,20 @@ def test_missing_mask_file(tmp_path, case):
 def test_mask_not_overlapping_the_ct(tmp_path, case):
     _, pancreas = synthetic_ct()
     far = {"spacing": (1.3, 1.1, 2.5), "origin": (1041.5, -17.25, 88.0), "direction": (1, 0, 0, 0, 1, 0, 0, 0, 1)}
-    path = _save(pancreas.astype(np.uint8), tmp_path / "elsewhere.nii.gz", far)
-    out = tmp_path / "out"
-    line = assert_refused(detect(case[0], path, out), out, mentions="elsewhere.nii.gz")
+    line = _mask_refused(tmp_path, case[0], pancreas.astype(np.uint8), "elsewhere.nii.gz", far)
     assert "overlap" in line
 
 
 def test_empty_pancreas_mask(tmp_path, case):
     _, pancreas = synthetic_ct()
-    path = _save(np.zeros_like(pancreas, dtype=np.uint8), tmp_path / "empty.nii.gz")
-    out = tmp_path / "out"
-    line = assert_refused(detect(case[0], path, out), out, mentions="empty.nii.gz")
+    line = _mask_refused(tmp_path, case[0], np.zeros_like(pancreas, dtype=np.uint8), "empty.nii.gz")
     assert "empty" in line
 
 
 def test_mask_with_a_different_extent(tmp_path, case):
     _, pancreas = synthetic_ct()
-    path = _save(pancreas[:, :22].astype(np.uint8), tmp_path / "half.nii.gz")  # half the rows: half the box
-    out = tmp_path / "out"
-    line = assert_refused(detect(case[0], path, out), out, mentions="half.nii.gz")
+    half = pancreas[:, :22].astype(np.uint8)  # half the rows: half the box
+    line = _mask_refused(tmp_path, case[0], half, "half.nii.gz")
     assert "extent" in line
 
 
@@ -151,18 +153,14 @@ def test_ct_given_as_its_own_mask_is_refused_as_not_labels(tmp_path, case):
 def test_mask_with_non_integer_values_is_refused(tmp_path, case):
     _, pancreas = synthetic_ct()
     smooth = pancreas.astype(np.float32) * 3.7  # an image, not labels
-    path = _save(smooth, tmp_path / "probabilities.nrrd")
-    out = tmp_path / "out"
-    line = assert_refused(detect(case[0], path, out), out, mentions="probabilities.nrrd")
+    line = _mask_refused(tmp_path, case[0], smooth, "probabilities.nrrd")
     assert "non-integer" in line
 
 
 def test_multi_organ_label_map_is_refused(tmp_path, case):
     _, pancreas = synthetic_ct()
     organs = (np.arange(pancreas.size).reshape(pancreas.shape) % 40).astype(np.uint8)  # 40 labels
-    path = _save(organs, tmp_path / "organs.nii.gz")
-    out = tmp_path / "out"
-    line = assert_refused(detect(case[0], path, out), out, mentions="organs.nii.gz")
+    line = _mask_refused(tmp_path, case[0], organs, "organs.nii.gz")
     assert "40 different values" in line
 
 
@@ -170,9 +168,7 @@ def test_a_few_stray_voxels_are_not_a_pancreas(tmp_path, case):
     _, pancreas = synthetic_ct()
     stray = np.zeros_like(pancreas, dtype=np.uint8)
     stray[3, 20:22, 22:24] = 1  # 4 voxels, 0.014 ml
-    path = _save(stray, tmp_path / "stray.nii.gz")
-    out = tmp_path / "out"
-    line = assert_refused(detect(case[0], path, out), out, mentions="stray.nii.gz")
+    line = _mask_refused(tmp_path, case[0], stray, "stray.nii.gz")
     assert "ml, outside the plausible 1-500 ml" in line
 
 
