@@ -111,16 +111,19 @@ def test_one_guided_step_matches_numpy_algorithm_1():
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
 
 
-@pytest.mark.parametrize("noise_level", [200, 300])
-def test_analytic_encode_decode_returns_the_input_and_error_shrinks_with_steps(noise_level):
+def _round_trip_error(noise_level: int, steps: int, solver: str = "ddim") -> float:
+    """Max |x_hat - x0| after encoding and unguided decoding Gaussian slices with the exact eps."""
     ab = alpha_bar_schedule()
     model = AnalyticEps(ab).double()
     x0 = MU + SIGMA * torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    errors = {}
-    for steps in (5, 20, noise_level):  # two skipped grids and the full one
-        grid = step_grid(noise_level, steps)
-        x_hat = ddim_decode(ddim_encode(x0, model, grid, ab), model, grid, ab)
-        errors[steps] = float((x_hat - x0).abs().max())
+    grid = step_grid(noise_level, steps)
+    x_hat = ddim_decode(ddim_encode(x0, model, grid, ab, solver), model, grid, ab, solver=solver)
+    return float((x_hat - x0).abs().max())
+
+
+@pytest.mark.parametrize("noise_level", [200, 300])
+def test_analytic_encode_decode_returns_the_input_and_error_shrinks_with_steps(noise_level):
+    errors = {steps: _round_trip_error(noise_level, steps) for steps in (5, 20, noise_level)}  # skipped and full
     # DDIM is a first-order ODE solver: the error falls roughly as 1/K (measured: 0.23, 0.07, 0.008).
     assert errors[noise_level] < 0.02, errors
     assert errors[noise_level] < errors[20] / 4 < errors[5] / 8, errors
@@ -129,15 +132,9 @@ def test_analytic_encode_decode_returns_the_input_and_error_shrinks_with_steps(n
 
 @pytest.mark.parametrize("noise_level", [200, 300])
 def test_second_order_solver_beats_ddim_at_the_same_and_at_half_the_passes(noise_level):
-    ab = alpha_bar_schedule()
-    model = AnalyticEps(ab).double()
-    x0 = MU + SIGMA * torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    errors = {}
-    for solver in ("ddim", "dpm2m"):
-        for steps in (5, 10, 20):
-            grid = step_grid(noise_level, steps)
-            x_hat = ddim_decode(ddim_encode(x0, model, grid, ab, solver), model, grid, ab, solver=solver)
-            errors[solver, steps] = float((x_hat - x0).abs().max())
+    errors = {
+        (solver, k): _round_trip_error(noise_level, k, solver) for solver in ("ddim", "dpm2m") for k in (5, 10, 20)
+    }
     for steps in (5, 10, 20):
         assert errors["dpm2m", steps] < errors["ddim", steps] / 2, errors
     # measured at N = 200: DDIM 0.23 / 0.13 / 0.071, 2M 0.042 / 0.020 / 0.014 at K = 5 / 10 / 20
