@@ -87,13 +87,6 @@ class CropSampler:
     def __len__(self) -> int:
         return len(self.images)
 
-    def sample(
-        self, i: int, rng: np.random.Generator, aug: AugmentConfig = NO_AUGMENT
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Canvas and support of crop ``i``: ((S, S) float32 in [0, 1], (S, S) bool)."""
-        c = self.canvas(i, rng, aug)
-        return c.x, c.valid
-
     def canvas(
         self, i: int, rng: np.random.Generator, aug: AugmentConfig = NO_AUGMENT, masks: dict | None = None
     ) -> Canvas:

@@ -25,6 +25,7 @@ from .config import DetectConfig, to_dict
 from .crop_samples import NO_AUGMENT, CropSampler
 from .datasets.slice_folder import load_label_map, load_slice_image, read_manifest
 from .detection import Detector, normalize_per_slice, smooth_maps
+from .diffusion import alpha_bar_schedule
 from .errors import InputError
 from .lesions import LesionConfig, insert_lesion
 from .metrics import auroc, average_precision, dice
@@ -203,8 +204,6 @@ def msd_eval_set(
 def classifier_metrics(bundle: ModelBundle, data: EvalSet, noise_level: int = 0) -> dict:
     """Slice AUROC on real labels (site-confounded on pancreas-tc) and the paired AUROC on simulated
     lesions (same crop with and without) at t = 0 and at the detection's noise level."""
-    from .diffusion import alpha_bar_schedule
-
     probs = classifier_probabilities(bundle.classifier, data.x, 0)
     out = {
         "accuracy": float(np.mean((probs >= 0.5) == (data.y == 1))),

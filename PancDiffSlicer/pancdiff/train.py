@@ -258,7 +258,6 @@ def validation_canvases(
     data: CropSampler,
     seed: int = 1234,
     lesion_cfg: LesionConfig | None = None,
-    preprocess: PreprocessConfig | None = None,
 ) -> dict[str, np.ndarray]:
     """Deterministic validation set: every crop once, the label-blind centred cut, a fixed seed.
 
@@ -267,7 +266,7 @@ def validation_canvases(
     ``lesion_valid``): a same-site control where only the lesion differs.
     """
     rng = np.random.default_rng(seed)
-    p = preprocess or data.preprocess
+    p = data.preprocess
     canvases = [data.canvas(i, rng, NO_AUGMENT) for i in range(len(data))]
     out = {
         "x": np.stack([c.x for c in canvases]),
