@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from .config import DetectConfig
-from .detection import Detector
-from .evaluate import MAP_KINDS
+from .detection import Detector, evaluations_per_slice, normalize_maps
+from .evaluate import MAP_KINDS, raw_map_grid
 from .metrics import dice, pearson
 from .progress import QUIET, Reporter, StepProgress
 from .weights import ModelBundle
@@ -122,9 +122,6 @@ def agreement_by_map_kind(
 ) -> list[dict]:
     """Agreement with the paper-exact run for both maps, |x - x_hat| and |x_hat(S=0) - x_hat(S)|,
     from one encoding and one unguided plus one guided decode per setting (``evaluate.raw_map_grid``)."""
-    from .detection import evaluations_per_slice, normalize_maps
-    from .evaluate import raw_map_grid
-
     def maps(cfg: DetectConfig) -> dict:
         label = f"{cfg.solver} K={cfg.steps}"
         raw = raw_map_grid(bundle, cfg, x, valid, (fast.scale,), (fast.guidance,), reporter, label)
