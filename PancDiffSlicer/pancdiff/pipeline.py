@@ -259,9 +259,10 @@ def detect_volume(
     coverage = float(np.count_nonzero(seen & mask)) / max(int(np.count_nonzero(mask)), 1)
     del seen
     tile_slice = np.asarray(batch.slice_index, dtype=np.int64)
+    tile_anomaly = np.where(trusted, result.anomaly, 0.0).astype(np.float32)
     findings = _findings(
         heatmap, candidates, batch.reorientation, np.asarray(batch.lps_index), result.tumor_probability,
-        np.where(trusted, result.anomaly, 0.0), grid,
+        tile_anomaly, grid,
     )  # fmt: skip
     seconds["paste_back"] = time.monotonic() - t0
     return VolumeDetection(
@@ -275,7 +276,7 @@ def detect_volume(
         tile_maps=tile_maps,
         tile_valid=np.asarray(batch.valid),
         tile_trusted=trusted,
-        tile_anomaly=np.where(trusted, result.anomaly, 0.0).astype(np.float32),
+        tile_anomaly=tile_anomaly,
         tile_transforms=list(batch.transforms),
         tile_view=np.asarray(batch.lps_index, dtype=np.int64),
         pancreas_coverage=coverage,
