@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from engine_support import TINY_NETWORK, write_slice_folder
 from pancdiff.config import PreprocessConfig
 from pancdiff.crop_samples import NO_AUGMENT, AugmentConfig, CropSampler
@@ -109,6 +110,56 @@ def test_paired_batches_differ_only_by_a_lesion_inside_the_pancreas(tmp_path):
     assert organs, "the synthetic folder carries organ labels"
 
 
+STRONG = AugmentConfig(rotate_deg=180, flip_lr=True, zoom=0.15, intensity_scale=0.1, intensity_shift=0.03, noise_hu=12)
+
+
+def test_strong_augmentation_keeps_each_pair_identical_outside_its_lesion(tmp_path):
+    """Rotation, flips, zoom and noise are drawn per crop before the lesion: a pair differs only by it."""
+    folder = write_slice_folder(tmp_path / "tc", with_labels=True)
+    cfg = dataclasses.replace(TINY, paired=True, batch_size=8, augment=STRONG)
+    batches = _Batches(load_slice_data(folder, cfg).train, cfg, "classifier", np.random.default_rng(0))
+    x, _ = batches.next(0)
+    diff = (x[0::2] - x[1::2]).abs()[:, 0].numpy()
+    changed = diff > 1e-6
+    assert (diff.reshape(4, -1).max(1) > 0.1).all()
+    for pair in changed:  # one lesion (at most 30 mm across on a 64 mm canvas), nothing else
+        assert ndimage.label(ndimage.binary_closing(pair, iterations=2))[1] == 1
+        assert 0 < pair.mean() < 0.3
+    plain = _Batches(load_slice_data(folder, cfg).train, dataclasses.replace(cfg, augment=NO_AUGMENT), "classifier",
+                     np.random.default_rng(0)).next(0)[0]  # fmt: skip
+    assert not torch.equal(x, plain), "the augmentation does change the canvases"
+
+
+def test_noise_augmentation_has_the_asked_strength():
+    image = np.full((80, 80), 0.5, np.float32)
+    sampler = CropSampler([image], [0], PreprocessConfig(support_mm=40.0), 1.0)
+    aug = dataclasses.replace(NO_AUGMENT, noise_hu=12.0)
+    stds = [sampler.canvas(0, np.random.default_rng(i), aug) for i in range(40)]
+    stds = [float(c.x[c.valid].std()) * 400 for c in stds]  # HU
+    assert max(stds) < 12.5 and np.mean(stds) == pytest.approx(6, abs=1.5)
+
+
+def test_a_narrower_window_rewindows_stored_crops(tmp_path):
+    from pancdiff.datasets.slice_folder import STORED_WINDOW_HU, rewindow
+
+    hu = np.array([-150.0, -50.0, 75.0, 200.0, 250.0])
+    stored = ((hu - STORED_WINDOW_HU[0]) / 400).astype(np.float32)
+    np.testing.assert_allclose(rewindow(stored, STORED_WINDOW_HU, (-50, 200)), [0, 0, 0.5, 1, 1], atol=1e-6)
+    assert rewindow(stored, STORED_WINDOW_HU, STORED_WINDOW_HU) is stored
+
+
+def test_a_run_can_start_from_earlier_weights(folder, tmp_path):
+    first = train("classifier", folder, tmp_path / "a", dataclasses.replace(TINY, iterations=2))
+    cfg = dataclasses.replace(TINY, iterations=1, lr=0.0, init_weights=str(first), ema_decay=0.999)
+    second = load_file(str(train("classifier", folder, tmp_path / "b", cfg)))
+    for key, value in load_file(str(first)).items():
+        if value.is_floating_point():
+            torch.testing.assert_close(second[key], value, msg=key)
+    with pytest.raises(Exception, match="do not fit"):
+        wide = dataclasses.replace(TINY.network, classifier_channels=(8, 8, 16))
+        train("classifier", folder, tmp_path / "c", dataclasses.replace(cfg, network=wide))
+
+
 def test_a_share_of_pairs_stays_conspicuous_after_the_contrast_fades(tmp_path):
     folder = write_slice_folder(tmp_path / "tc", with_labels=True)
     depth = {}
@@ -151,8 +202,19 @@ def test_two_process_ddp_training_on_cpu(folder, tmp_path):
     if torchrun is None:
         pytest.skip("torchrun not on PATH")
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"iterations": 4, "batch_size": 4, "checkpoint_every": 2, "validate_every": 4,
-                               "warmup": 1, "threads": 1, "network": dataclasses.asdict(TINY_NETWORK)}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "iterations": 4,
+                "batch_size": 4,
+                "checkpoint_every": 2,
+                "validate_every": 4,
+                "warmup": 1,
+                "threads": 1,
+                "network": dataclasses.asdict(TINY_NETWORK),
+            }
+        )
+    )
     run = subprocess.run([torchrun, "--nproc_per_node=2", "-m", "pancdiff", "--quiet", "train", "classifier",
                           "--data", str(folder), "--out", str(tmp_path / "out"), "--config", str(cfg)],
                          capture_output=True, text=True, timeout=600)  # fmt: skip

@@ -47,7 +47,7 @@ from pancdiff.evaluate import (
 from pancdiff.networks import NoisyClassifier, build_unet
 from pancdiff.progress import Reporter
 from pancdiff.train import TrainConfig, config_from_json
-from pancdiff.weights import ModelBundle, _load_into, load_bundle, save_bundle
+from pancdiff.weights import ModelBundle, load_bundle, load_weights_into, save_bundle
 
 CLASSIFIER_FIELDS = ("classifier_channels", "classifier_attention_levels", "classifier_pooling")
 
@@ -148,7 +148,7 @@ def main() -> int:
         if split != json.loads((args.diffusion / "split.json").read_text()):
             raise SystemExit("the two runs used different case splits")
         unet = build_unet(d_cfg.network)
-        _load_into(unet, args.diffusion / "diffusion.safetensors")
+        load_weights_into(unet, args.diffusion / "diffusion.safetensors")
         d_record = {**d_meta, "steps_done": d_step}
         unet_network, preprocess, schedule = d_cfg.network, d_cfg.preprocess, d_cfg.schedule
     else:
@@ -165,7 +165,7 @@ def main() -> int:
         raise SystemExit("the UNet and the classifier used different network or preprocessing configs")
     network = dataclasses.replace(unet_network, **{f: getattr(c_cfg.network, f) for f in CLASSIFIER_FIELDS})
     classifier = NoisyClassifier(network)
-    _load_into(classifier, args.classifier / "classifier.safetensors")
+    load_weights_into(classifier, args.classifier / "classifier.safetensors")
     model_id = args.model_id or f"pancdiff-tc64-{time.strftime('%Y%m%d')}"
     bundle = ModelBundle(
         unet.eval(), classifier.eval(), network, schedule, preprocess, DetectConfig(steps=args.steps), model_id

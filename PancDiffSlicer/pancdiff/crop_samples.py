@@ -31,6 +31,11 @@ class AugmentConfig:
         flip_lr: random left-right flips (off: anatomy is not left-right symmetric).
         intensity_scale: relative contrast jitter (fights global-intensity site differences).
         intensity_shift: additive jitter in window units.
+        zoom: relative jitter of the canvas pixel spacing (anatomy drawn U(1 - zoom, 1 + zoom) larger).
+        noise_hu: Gaussian noise of a standard deviation drawn from U(0, noise_hu) HU, added inside
+            the support (scanners and dose differ; a lesion added after it sees the same noise).
+    Rotation, flips, zoom and noise keep a classifier from memorising its ~800 training crops (the
+    paired classifier reached AUROC 0.96 on them and 0.81 on the tuning half without them).
     """
 
     box_fraction: tuple[float, float] = (0.6, 1.0)
@@ -39,6 +44,8 @@ class AugmentConfig:
     flip_lr: bool = False
     intensity_scale: float = 0.05
     intensity_shift: float = 0.02
+    zoom: float = 0.0
+    noise_hu: float = 0.0
 
 
 NO_AUGMENT = AugmentConfig(box_fraction=(1.0, 1.0), shift_mm=0.0, intensity_scale=0.0, intensity_shift=0.0)
@@ -113,7 +120,7 @@ class CropSampler:
         transform = CanvasTransform(
             center=(float(centre[0]), float(centre[1])),
             spacing=(self.spacing, self.spacing),
-            canvas_spacing=self.preprocess.pixel_spacing_mm,
+            canvas_spacing=self.preprocess.pixel_spacing_mm * (1 + rng.uniform(-aug.zoom, aug.zoom) if aug.zoom else 1),
             size=self.preprocess.image_size,
         )
         x, valid = to_model_input(image, support, transform, self.preprocess.fill)
@@ -142,4 +149,8 @@ class CropSampler:
             gain = 1 + rng.uniform(-aug.intensity_scale, aug.intensity_scale)
             offset = rng.uniform(-aug.intensity_shift, aug.intensity_shift)
             x = np.where(valid, np.clip(x * gain + offset, 0, 1), x).astype(np.float32)
+        if aug.noise_hu:
+            lo, hi = self.preprocess.hu_window
+            sigma = rng.uniform(0, aug.noise_hu) / (hi - lo)
+            x = np.where(valid, np.clip(x + rng.normal(0, sigma, x.shape), 0, 1), x).astype(np.float32)
         return Canvas(x.astype(np.float32), valid, organ_c, carried)

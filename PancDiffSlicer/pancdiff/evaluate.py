@@ -117,7 +117,7 @@ def build_eval_set(
     records = [r for r in read_manifest(root) if cases is None or r.case in cases]
     if not records:
         raise InputError(f"{root}: no slices for the requested cases")
-    images = [load_slice_image(r.path) for r in records]
+    images = [load_slice_image(r.path, bundle.preprocess.hu_window) for r in records]
     organs = [load_label_map(r.labels) > 0 if r.labels is not None else None for r in records]
     sampler = CropSampler(images, [r.tumor for r in records], bundle.preprocess, spacing_mm, organs)
     rng = np.random.default_rng(seed)

@@ -33,7 +33,7 @@ from .lesions import LesionConfig, insert_lesion
 from .metrics import auroc
 from .networks import TUMOR, NoisyClassifier, build_unet
 from .progress import QUIET, Reporter
-from .weights import save_state
+from .weights import load_weights_into, save_state
 
 Kind = Literal["diffusion", "classifier"]
 
@@ -60,6 +60,8 @@ class TrainConfig:
             steps, t = t_max * u**t_power (weighted to low t), and ``clean_fraction`` of the pairs
             stay at t = 0 (where the x0-guided detector asks).
         assumed_spacing_mm: pixel spacing of slice-folder crops that do not record it.
+        init_weights: safetensors of the same network to start from (a fresh run warm-started from
+            an earlier one; ignored on resume, where the checkpoint wins).
         mixed_precision: bf16 autocast on GPU, and on CPUs with native bf16 (1.75x faster here).
     """
 
@@ -77,6 +79,7 @@ class TrainConfig:
     split_seed: int = 0
     seed: int = 0
     assumed_spacing_mm: float = 0.8
+    init_weights: str = ""
     lesion_fraction: float = 0.0
     max_timestep: int = 1000
     paired: bool = False
@@ -140,7 +143,7 @@ def load_slice_data(root: str | Path, cfg: TrainConfig) -> SliceData:
         raise InputError(f"{root}: data folder not found")
     if (root / "manifest.csv").is_file():
         records = read_manifest(root)
-        images = [load_slice_image(r.path) for r in records]
+        images = [load_slice_image(r.path, cfg.preprocess.hu_window) for r in records]
         organs = [load_label_map(r.labels) > 0 if r.labels is not None else None for r in records]
     elif (root / "dataset.json").is_file():
         organs: list = []
@@ -370,6 +373,8 @@ def train(
 
     torch.manual_seed(cfg.seed + rank)
     model = (build_unet(cfg.network) if kind == "diffusion" else NoisyClassifier(cfg.network)).to(dev)
+    if cfg.init_weights:
+        load_weights_into(model, Path(cfg.init_weights))
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed + 1000 * rank)

@@ -133,8 +133,8 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
             )
     network = from_dict(NetworkConfig, card["network"])
     unet, classifier = build_unet(network), NoisyClassifier(network)
-    _load_into(unet, root / UNET_FILE)
-    _load_into(classifier, root / CLASSIFIER_FILE)
+    load_weights_into(unet, root / UNET_FILE)
+    load_weights_into(classifier, root / CLASSIFIER_FILE)
     return ModelBundle(
         unet=unet.eval(),
         classifier=classifier.eval(),
@@ -148,7 +148,8 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
     ).to(device)
 
 
-def _load_into(module: nn.Module, path: Path) -> None:
+def load_weights_into(module: nn.Module, path: Path) -> None:
+    """Load safetensors into ``module`` (strict), or a WeightsError saying they do not fit."""
     state = load_file(str(path))
     reference = module.state_dict()
     state = {k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()}

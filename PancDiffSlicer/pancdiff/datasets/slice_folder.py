@@ -19,6 +19,9 @@ from PIL import Image
 
 from ..errors import InputError
 
+STORED_WINDOW_HU = (-150.0, 250.0)
+"""The HU window slice-folder intensities encode (pancreas-tc's PNGs: -150 HU -> 0, 250 HU -> 1)."""
+
 
 @dataclass(frozen=True)
 class SliceRecord:
@@ -77,8 +80,12 @@ def _read_array(path: Path, what: str, missing: str) -> np.ndarray:
         raise InputError(f"{path}: unreadable {what} ({exc})") from None
 
 
-def load_slice_image(path: str | Path) -> np.ndarray:
-    """(H, W) float32 in [0, 1] from a grey / RGB / RGBA-with-equal-channels PNG, or an NPY."""
+def load_slice_image(path: str | Path, hu_window: tuple[float, float] = STORED_WINDOW_HU) -> np.ndarray:
+    """(H, W) float32 in [0, 1] from a grey / RGB / RGBA-with-equal-channels PNG, or an NPY.
+
+    ``hu_window`` other than ``STORED_WINDOW_HU`` re-windows the stored intensities (a narrower
+    window only rescales and clips: an 8-bit PNG keeps its 1.6 HU steps).
+    """
     path = Path(path)
     arr = _read_array(path, "image", missing="file")
     if path.suffix.lower() == ".npy":
@@ -94,7 +101,15 @@ def load_slice_image(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: expected a 2D slice, got shape {arr.shape}")
     if not np.isfinite(arr).all() or arr.min() < -1e-6 or arr.max() > 1 + 1e-6:
         raise InputError(f"{path}: intensities must be finite and in [0, 1]")
-    return arr
+    return rewindow(arr, STORED_WINDOW_HU, hu_window)
+
+
+def rewindow(x: np.ndarray, stored: tuple[float, float], wanted: tuple[float, float]) -> np.ndarray:
+    """Intensities in [0, 1] of window ``stored`` (HU) mapped to window ``wanted``, clipped."""
+    if tuple(map(float, stored)) == tuple(map(float, wanted)):
+        return x
+    hu = stored[0] + x * (stored[1] - stored[0])
+    return np.clip((hu - wanted[0]) / (wanted[1] - wanted[0]), 0, 1).astype(np.float32)
 
 
 def load_label_map(path: str | Path) -> np.ndarray:
