@@ -80,3 +80,6 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     for name in ("MODEL_CARD.md", "validation_grid.png", "training/classifier.json", "training/diffusion.json"):
         assert (out / name).is_file(), name
     assert "Release gate" in (out / "MODEL_CARD.md").read_text()
+    cal = card["confidence_calibration"]
+    assert (bundle.calibration.a, bundle.calibration.b) == (cal["a"], cal["b"]) and bundle.calibration.a > 0
+    assert {"tuning", "test"} <= set(cal) and "ece_calibrated" in cal["test"]

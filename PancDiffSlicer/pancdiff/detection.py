@@ -113,10 +113,11 @@ class Detector:
         return grad
 
     def tumor_probability(self, x: torch.Tensor) -> torch.Tensor:
-        """p(tumor | x, t = 0): (B,)."""
+        """p(tumor | x, t = 0): (B,), Platt-calibrated where the bundle carries a calibration."""
         with torch.no_grad():
             t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-            return torch.softmax(self.bundle.classifier(x, t).float(), dim=1)[:, TUMOR]
+            logits = self.bundle.classifier(x, t).float()
+            return self.bundle.calibration.probability(logits[:, TUMOR] - logits[:, HEALTHY])
 
     def encode(self, x: torch.Tensor, on_step: Callable[[], None] | None = None) -> torch.Tensor:
         """Deterministic latent x_N of x (eq. 14). It depends on N and K only, never on S."""

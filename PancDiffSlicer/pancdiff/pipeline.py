@@ -42,7 +42,8 @@ SLICES_CSV_COLUMNS = (
     "peak_ras_x_mm", "peak_ras_y_mm", "peak_ras_z_mm",
 )  # fmt: skip
 OVERALL_CONFIDENCE_DEFINITION = (
-    "maximum over the analyzed slices of the classifier's tumor probability p(tumor | slice, t=0)"
+    "maximum over the analyzed slices of the classifier's tumor probability p(tumor | slice, t=0), "
+    "Platt-calibrated where the model card has a confidence_calibration"
 )
 PEAK_RANKING = (
     "slices with a non-empty map, ranked by tumor probability, then by raw anomaly maximum; "
@@ -640,20 +641,30 @@ def confidence_note(confidence: float | None, bundle_info: dict[str, Any]) -> st
         return ""
     text = f"overall confidence {confidence:.2f} = the highest slice p(tumor) of the classifier"
     auroc = bundle_info.get("classifier_auroc")
+    ece = bundle_info.get("confidence_ece")
     if auroc is not None:
-        text += f"; its slice AUROC on held-out cases is {auroc:.2f} (model card): a ranking score, "
-        text += "not a calibrated probability"
+        text += f"; its slice AUROC on held-out cases is {auroc:.2f} (model card)"
+        if ece is None:
+            text += ": a ranking score, not a calibrated probability"
+    if ece is not None:
+        text += (
+            f"; calibrated on validation slices (held-out calibration error {ece:.2f}) for the tumor/healthy "
+            "mix of its training data, not for a screening population"
+        )
     return text
 
 
 def model_info(bundle: ModelBundle) -> dict[str, Any]:
     """What identifies the model in a summary: id, weight hashes, and whether it is untrained."""
     auroc = ((bundle.card or {}).get("validation") or {}).get("classifier", {}).get("auroc")
+    ece = ((bundle.card or {}).get("confidence_calibration") or {}).get("test", {}).get("ece_calibrated")
     return {
         "model_id": bundle.model_id,
         "sha256": dict(bundle.sha256),
         "untrained": bundle.model_id.startswith("untrained"),
         "classifier_auroc": None if auroc is None else round(float(auroc), 3),
+        "confidence_calibrated": not bundle.calibration.identity,
+        "confidence_ece": None if ece is None or bundle.calibration.identity else round(float(ece), 3),
     }
 
 

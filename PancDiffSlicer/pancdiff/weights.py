@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .calibration import PlattScaling
 from .config import DetectConfig, NetworkConfig, PreprocessConfig, ScheduleConfig, from_dict, to_dict
 from .errors import WeightsError
 from .networks import NoisyClassifier, build_unet
@@ -44,6 +45,7 @@ class ModelBundle:
     model_id: str = "untrained-random"
     sha256: dict[str, str] = field(default_factory=dict)
     card: dict = field(default_factory=dict)
+    calibration: PlattScaling = field(default_factory=PlattScaling)
 
     def to(self, device: torch.device | str) -> ModelBundle:
         self.unet.to(device)
@@ -102,6 +104,8 @@ def save_bundle(bundle: ModelBundle, out_dir: str | Path, card: dict | None = No
         operating_point=to_dict(bundle.operating_point),
         sha256=hashes,
     )
+    if not bundle.calibration.identity:
+        doc["confidence_calibration"] = {**doc.get("confidence_calibration", {}), **to_dict(bundle.calibration)}
     (out / CARD_FILE).write_text(json.dumps(doc, indent=2) + "\n")
     bundle.sha256, bundle.card = hashes, doc
     return out
@@ -145,6 +149,7 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
         model_id=card.get("model_id", root.name),
         sha256=hashes,
         card=card,
+        calibration=from_dict(PlattScaling, card.get("confidence_calibration", {})),
     ).to(device)
 
 
