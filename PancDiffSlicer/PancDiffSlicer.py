@@ -444,18 +444,23 @@ class PancDiffSlicerLogic(ScriptedLoadableModuleLogic):
         self._candidatePointTags = []  # observers of the known-tumor points (distances in the candidate table)
         self._referenceKey = None
         self._referenceProblem = ""
+        self._encodingCacheDir = None
 
     def getParameterNode(self):
         return PancDiffSlicerParameterNode(super().getParameterNode())
 
     def cleanup(self) -> None:
-        """Stop observing (scene close, module reload); results stay in the scene."""
+        """Stop observing (scene close, module reload); results stay in the scene, the session's
+        encodings go (the next scene's CTs are other ones)."""
         if self.knownTumorComparison is not None:
             self.knownTumorComparison.cleanup()
             self.knownTumorComparison = None
         self._observeCandidatePoints(None)
         self._candidateKey = self._referenceKey = None
         self._appliedDisplay.clear()
+        if self._encodingCacheDir is not None:
+            shutil.rmtree(self._encodingCacheDir, ignore_errors=True)
+            self._encodingCacheDir = None
 
     # -- settings --------------------------------------------------------------------------------
 
@@ -570,6 +575,15 @@ class PancDiffSlicerLogic(ScriptedLoadableModuleLogic):
     def isRunning(self) -> bool:
         return self.job is not None and self.job.state.isActive
 
+    def encodingCacheDir(self) -> str:
+        """This session's folder of the engine's DDIM encodings (Slicer's temporary folder): after the S
+        slider moves, Detect decodes only. Made on first use, removed by ``cleanup``; the engine bounds it."""
+        import tempfile
+
+        if self._encodingCacheDir is None:
+            self._encodingCacheDir = tempfile.mkdtemp(prefix="PancDiff-encodings-", dir=slicer.app.temporaryPath)
+        return self._encodingCacheDir
+
     def startDetection(self, parameters) -> DetectionJob:
         """Write the inputs and start the engine in the background; poll with ``pollDetection``."""
         if self.isRunning():
@@ -596,6 +610,7 @@ class PancDiffSlicerLogic(ScriptedLoadableModuleLogic):
             opacity=float(parameters.heatmapOpacity),
             temporaryRoot=slicer.app.temporaryPath,
             env=self.childEnvironment(),
+            encodingCacheDir=self.encodingCacheDir(),
         )
         job.start()
         self.job = job

@@ -35,7 +35,12 @@ def test_command_line_for_a_given_mask():
     )
     assert (_option(command, "--threshold"), _option(command, "--device")) == ("0.4", "cpu")
     assert _option(command, "--progress") == "json"
-    assert "--totalseg-full" not in command and "--batch-size" not in command
+    assert "--totalseg-full" not in command and "--batch-size" not in command and "--encoding-cache" not in command
+
+
+def test_command_line_names_the_encoding_cache_when_given():
+    command = contract.detectCommandLine("python", "ct", "out", DetectionSettings(), encodingCacheDir="/tmp/enc")
+    assert _option(command, "--encoding-cache") == "/tmp/enc"
 
 
 def test_command_line_for_totalsegmentator_full_paper_exact_on_gpu():
@@ -64,7 +69,8 @@ def test_command_line_matches_the_engines_detect_options():
         pytest.skip("engine's detect command not present")
     engineOptions = set(re.findall(r'add_argument\(\s*"(--[a-z-]+)"', detect.read_text(encoding="utf-8")))
     settings = DetectionSettings(pancreasSource=PancreasSource.TOTALSEGMENTATOR_FULL, batchSize=2)
-    used = {a for a in contract.detectCommandLine("python", "ct", "out", settings) if a.startswith("--")}
+    used = {a for a in contract.detectCommandLine("python", "ct", "out", settings, encodingCacheDir="enc")}
+    used = {a for a in used if a.startswith("--")}
     used |= {a for a in contract.detectCommandLine("python", "ct", "out", settings, "mask") if a.startswith("--")}
     progressIsGlobal = "--progress" in (MODULE_DIR / "pancdiff" / "cli.py").read_text(encoding="utf-8")
     assert used - engineOptions - ({"--progress"} if progressIsGlobal else set()) == set()

@@ -706,7 +706,8 @@ import SimpleITK as sitk
 parser = argparse.ArgumentParser()
 parser.add_argument("command"); parser.add_argument("ct"); parser.add_argument("--out", required=True)
 parser.add_argument("--pancreas-mask"); parser.add_argument("--totalseg-full", action="store_true")
-for name in ("--scale", "--noise", "--steps", "--threshold", "--device", "--progress", "--batch-size"):
+for name in ("--scale", "--noise", "--steps", "--threshold", "--device", "--progress", "--batch-size",
+             "--encoding-cache"):
     parser.add_argument(name)
 args = parser.parse_args()
 with open(Path(__file__).parents[1] / "calls.log", "a") as log:  # which commands ran, for the tests
@@ -731,6 +732,11 @@ if mode == "slow":
         time.sleep(60)
     except KeyboardInterrupt:
         sys.exit(130)
+if args.encoding_cache:  # stands in for the engine's cache: one entry per noise level, hit or miss logged
+    entry = Path(args.encoding_cache) / f"N{args.noise}.x_n"
+    with open(Path(args.encoding_cache) / "runs.log", "a") as log:
+        log.write(("hit" if entry.exists() else "miss") + "\\n")
+    entry.write_text("")
 mask = sitk.GetArrayFromImage(sitk.ReadImage(args.pancreas_mask))
 heatmap = np.zeros(mask.shape, np.float32)
 heatmap[mask > 0] = np.linspace(0, 1, int((mask > 0).sum()), dtype=np.float32)
@@ -954,6 +960,26 @@ def test_module_logic_detects_then_follows_settings_without_rerunning(moduleLogi
     assert ctNode.GetScene().GetNumberOfNodes() == nodeCount  # the rerun replaced its nodes
     assert not logic.isStale(parameters) and logic.result(parameters).heatmapNode is result.heatmapNode
     logic.cleanup()
+
+
+def test_module_logic_reruns_with_another_scale_reuse_the_sessions_encoding_cache(moduleLogic, ctNode, fakeEngineDir):
+    logic = moduleLogic
+    parameters = logic.getParameterNode()
+    parameters.inputVolume = ctNode
+    parameters.pancreasSource = contract.PancreasSource.LABELMAP
+    parameters.pancreasLabelmap = ctNode.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "pancreas")
+    scene.setVolumeArray(parameters.pancreasLabelmap, _pancreasArray(), scene.ijkToRas(ctNode))
+    for scale in (20.0, 3.0, 12.0):  # the S slider moves between Detect clicks
+        parameters.guidanceScale = scale
+        assert logic.runDetection(parameters, timeoutSeconds=60).state == JobState.SUCCEEDED
+    detects = [line.split() for line in (fakeEngineDir / "calls.log").read_text().splitlines()]
+    folders = {command[command.index("--encoding-cache") + 1] for command in detects}
+    assert len(detects) == 3 and len(folders) == 1
+    cacheDir = Path(folders.pop())
+    assert cacheDir.parent == Path(slicer.app.temporaryPath)  # Slicer's temporary folder, not a run's scratch
+    assert (cacheDir / "runs.log").read_text().split() == ["miss", "hit", "hit"]
+    logic.cleanup()  # scene close, module reload, application exit
+    assert not cacheDir.exists()
 
 
 def test_module_logic_settings_map_sliders_to_the_engine(moduleLogic):

@@ -124,10 +124,13 @@ def detectCommandLine(
     settings: DetectionSettings,
     maskPath: str | Path | None = None,
     platform: str = sys.platform,
+    encodingCacheDir: str | Path | None = None,
 ) -> list[str]:
     """The child process's argument list for ``python -m pancdiff detect``.
 
-    Without ``maskPath`` the engine segments the pancreas with TotalSegmentator.
+    Without ``maskPath`` the engine segments the pancreas with TotalSegmentator. With
+    ``encodingCacheDir`` the engine keeps its DDIM encodings there, so a rerun that changes only S
+    (or the threshold) skips the encoding.
     """
     command = [pythonExecutable, "-m", "pancdiff", "detect", str(ctPath)]
     if maskPath is not None:
@@ -145,6 +148,8 @@ def detectCommandLine(
     ]  # fmt: skip
     if settings.batchSize > 0:
         command += ["--batch-size", str(settings.batchSize)]
+    if encodingCacheDir is not None:
+        command += ["--encoding-cache", str(encodingCacheDir)]
     return command
 
 

@@ -82,6 +82,8 @@ class DetectionJob:
         opacity: heatmap opacity when the results are shown.
         temporaryRoot: where the run's scratch folder is made (None: the system's temp folder).
         env: the child's environment (None: inherit).
+        encodingCacheDir: the engine's DDIM-encoding cache, kept across runs (None: no cache); unlike
+            the scratch folder it outlives the job, so the next Detect with another S decodes only.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class DetectionJob:
         opacity: float = 0.5,
         temporaryRoot: str | Path | None = None,
         env: dict[str, str] | None = None,
+        encodingCacheDir: str | Path | None = None,
     ) -> None:
         self.ctNode = ctNode
         self.settings = settings
@@ -107,6 +110,7 @@ class DetectionJob:
         self.opacity = opacity
         self.temporaryRoot = temporaryRoot
         self.env = env
+        self.encodingCacheDir = encodingCacheDir
         self.state = JobState.NOT_STARTED
         self.progress = JobProgress()
         self.result: sceneLib.DetectionResult | None = None
@@ -140,8 +144,9 @@ class DetectionJob:
                     self.ctNode, maskPath, self.segmentationNode, self.segmentId, self.labelmapNode
                 )
             command = contract.detectCommandLine(
-                self.pythonExecutable, ctPath, self.workDir / "out", self.settings, maskPath
-            )
+                self.pythonExecutable, ctPath, self.workDir / "out", self.settings, maskPath,
+                encodingCacheDir=self.encodingCacheDir,
+            )  # fmt: skip
             if runTotalSegmentator:
                 self._pendingDetect = command
                 command = contract.pancreasCommandLine(self.pythonExecutable, ctPath, maskPath, self.settings)

@@ -6,6 +6,7 @@ passes (bf16 autocast on GPU) and an fp32 classifier gradient. Same input, same 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .config import DetectConfig
+from .config import DetectConfig, to_dict
 from .device import resolve_device
 from .diffusion import alpha_bar_schedule, ddim_decode, ddim_encode, step_grid
+from .encoding_cache import module_sha256
 from .networks import HEALTHY, TUMOR
 from .weights import ModelBundle
 
@@ -34,6 +36,8 @@ class DetectionResult:
         candidates: bool, ``normalized >= threshold``.
         tumor_probability: (B,) the classifier's p(tumor | x, t = 0), the confidence shown to users.
         evaluations_per_slice: network passes each slice cost (UNet + classifier).
+        latents: (B, 1, S, S) the DDIM encodings x_N the maps were decoded from.
+        encode_seconds: wall time of the encoding (0 when the latents were given).
     """
 
     reconstruction: np.ndarray
@@ -42,6 +46,8 @@ class DetectionResult:
     candidates: np.ndarray
     tumor_probability: np.ndarray
     evaluations_per_slice: int
+    latents: np.ndarray | None = None
+    encode_seconds: float = 0.0
 
 
 def evaluations_per_slice(cfg: DetectConfig) -> int:
@@ -119,6 +125,20 @@ class Detector:
             logits = self.bundle.classifier(x, t).float()
             return self.bundle.calibration.probability(logits[:, TUMOR] - logits[:, HEALTHY])
 
+    def encoding_identity(self) -> dict:
+        """Everything but the input that ``encode`` depends on (``pancdiff.encoding_cache``'s key):
+        N, K, solver, schedule, the UNet's architecture and weights, and the arithmetic (bf16 autocast
+        on CUDA gives other latents than fp32; CPU and MPS agree)."""
+        return {
+            "noise_level": self.cfg.noise_level,
+            "steps": self.cfg.steps,
+            "solver": self.cfg.solver,
+            "schedule": to_dict(self.bundle.schedule),
+            "network": to_dict(self.bundle.network),
+            "unet_sha256": module_sha256(self.bundle.unet),
+            "precision": "bf16-autocast" if self.device.type == "cuda" else "fp32",
+        }
+
     def encode(self, x: torch.Tensor, on_step: Callable[[], None] | None = None) -> torch.Tensor:
         """Deterministic latent x_N of x (eq. 14). It depends on N and K only, never on S."""
         eps = self.eps if on_step is None else _counting(self.eps, on_step)
@@ -144,11 +164,16 @@ class Detector:
         return self.decode(self.encode(x, on_step), self.cfg.scale, on_step)
 
     def _maps(
-        self, xb: torch.Tensor, scales: list[float], guidances: tuple, kinds: tuple, tick: Callable[[], None]
+        self,
+        xb: torch.Tensor,
+        x_n: torch.Tensor,
+        scales: list[float],
+        guidances: tuple,
+        kinds: tuple,
+        tick: Callable[[], None],
     ) -> dict:
-        """One encoding, one unguided decode where needed, one decode per (guidance, S > 0):
+        """From one latent, one unguided decode where needed, one decode per (guidance, S > 0):
         {("reconstruction", guidance, S) or (guidance, map kind, S): (B, S, S)}, before the support."""
-        x_n = self.encode(xb, tick)
         x_np = xb[:, 0].float().cpu().numpy()
         guided = [s for s in scales if s > 0]
         plain = None
@@ -168,11 +193,17 @@ class Detector:
 
     # -- the whole detection ---------------------------------------------------------------------
     def detect(
-        self, x: np.ndarray, valid: np.ndarray | None = None, progress: Progress | None = None
+        self,
+        x: np.ndarray,
+        valid: np.ndarray | None = None,
+        progress: Progress | None = None,
+        latents: np.ndarray | None = None,
     ) -> DetectionResult:
-        """Detect anomalies in canvases ``x`` (B, S, S) in [0, 1]; ``valid`` (B, S, S) bool support."""
+        """Detect anomalies in canvases ``x`` (B, S, S) in [0, 1]; ``valid`` (B, S, S) bool support;
+        ``latents`` (B, 1, S, S) their encodings from an earlier run with the same N and K (see
+        ``map_grid``), which skips the encoding."""
         cfg = self.cfg
-        grid = self.map_grid(x, valid, [cfg.scale], progress=progress, with_probability=True)
+        grid = self.map_grid(x, valid, [cfg.scale], progress=progress, with_probability=True, latents=latents)
         anomaly, valid = grid["anomaly"][(cfg.guidance, cfg.map_kind, float(cfg.scale))], grid["valid"]
         normalized = normalize_maps(anomaly, valid, cfg)
         return DetectionResult(
@@ -181,7 +212,9 @@ class Detector:
             normalized=normalized,
             candidates=normalized >= cfg.threshold,
             tumor_probability=grid["p"],
-            evaluations_per_slice=evaluations_per_slice(cfg),
+            evaluations_per_slice=evaluations_per_slice(cfg) - (cfg.steps if latents is not None else 0),
+            latents=grid["latents"],
+            encode_seconds=grid["encode_s"],
         )
 
     def map_grid(
@@ -193,14 +226,17 @@ class Detector:
         kinds: tuple | None = None,
         progress: Progress | None = None,
         with_probability: bool = False,
+        latents: np.ndarray | None = None,
     ) -> dict:
         """Raw maps for several guidance scales, guidance kinds and map kinds from one encoding per
         slice (the latent depends on N and K only); the unguided decode only where a map needs it.
+        ``latents`` (B, 1, S, S): the encodings of ``x`` under ``encoding_identity``, kept from an
+        earlier call (``pancdiff.encoding_cache``); given, no slice is encoded again.
 
         Returns:
             {"anomaly": {(guidance, map kind, S): (B, S, S), 0 outside the support},
             "reconstruction": {(guidance, S): (B, S, S)}, "p": (B,) p(tumor | x, t = 0) or None,
-            "valid": (B, S, S) bool}.
+            "valid": (B, S, S) bool, "latents": (B, 1, S, S) float32, "encode_s": seconds encoding}.
         """
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 3:
@@ -208,14 +244,19 @@ class Detector:
         valid = np.ones(x.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
         scales = sorted({float(s) for s in scales})
         guidances, kinds = tuple(guidances or (self.cfg.guidance,)), tuple(kinds or (self.cfg.map_kind,))
+        if latents is not None and tuple(latents.shape) != (len(x), 1, *x.shape[1:]):
+            raise ValueError(f"latents {latents.shape} do not match canvases {x.shape}")
         guided = [s for s in scales if s > 0]
         need_plain = 0.0 in scales or ("guidance" in kinds and bool(guided))
-        passes_per_batch = (len(self.grid) - 1) * (1 + int(need_plain) + len(guidances) * len(guided))
+        decodes = int(need_plain) + len(guidances) * len(guided)
+        passes_per_batch = (len(self.grid) - 1) * (int(latents is None) + decodes)
         batch = self.cfg.batch_size or self._auto_batch_size()
         total_steps = passes_per_batch * int(np.ceil(len(x) / batch)) if len(x) else 0
         probs = np.empty(len(x), dtype=np.float32) if with_probability else None
         parts: dict = {}
         done = [0]
+        encoded: list[np.ndarray] = []
+        encode_s = 0.0
 
         def tick() -> None:
             done[0] += 1
@@ -227,7 +268,15 @@ class Detector:
             xb = torch.from_numpy(x[start : start + batch])[:, None].to(self.device)
             try:
                 p = self.tumor_probability(xb).cpu().numpy() if probs is not None else None
-                chunk = self._maps(xb, scales, guidances, kinds, tick)
+                t0 = time.monotonic()
+                if latents is None:
+                    x_n = self.encode(xb, tick)
+                    x_n_np = x_n.float().cpu().numpy()  # waits for the GPU: the time is the encoding's
+                    spent = time.monotonic() - t0
+                else:
+                    x_n_np = np.array(latents[start : start + len(xb)], dtype=np.float32)  # a writable copy
+                    x_n, spent = torch.from_numpy(x_n_np).to(self.device), 0.0
+                chunk = self._maps(xb, x_n, scales, guidances, kinds, tick)
             except torch.cuda.OutOfMemoryError:
                 if batch == 1:
                     raise
@@ -237,6 +286,8 @@ class Detector:
                 continue
             if probs is not None:
                 probs[start : start + len(xb)] = p
+            encoded.append(x_n_np)
+            encode_s += spent
             for key, value in chunk.items():
                 parts.setdefault(key, []).append(value)
             start += len(xb)
@@ -248,6 +299,8 @@ class Detector:
             "reconstruction": {k[1:]: v for k, v in joined.items() if k[0] == "reconstruction"},
             "p": probs,
             "valid": valid,
+            "latents": np.concatenate(encoded) if encoded else np.empty((0, 1, *x.shape[1:]), np.float32),
+            "encode_s": encode_s,
         }
 
     def _auto_batch_size(self) -> int:

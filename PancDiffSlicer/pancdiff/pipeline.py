@@ -138,6 +138,7 @@ class VolumeDetection:
         evaluations_per_slice: network passes per canvas.
         device: the torch device it ran on.
         seconds: wall time per stage.
+        encoding: where the DDIM encoding came from (``summary.json`` "encoding", see ``_detect_cached``).
     """
 
     heatmap: np.ndarray
@@ -161,6 +162,7 @@ class VolumeDetection:
     evaluations_per_slice: int = 0
     device: str = "cpu"
     seconds: dict[str, float] = field(default_factory=dict)
+    encoding: dict[str, Any] = field(default_factory=dict)
 
     @property
     def overall_confidence(self) -> float | None:
@@ -194,6 +196,7 @@ def detect_volume(
     bundle: ModelBundle | Callable[[], ModelBundle],
     overrides: dict[str, Any] | None = None,
     reporter: Reporter = QUIET,
+    encoding_cache: str | Path | None = None,
 ) -> VolumeDetection:
     """Run the detector on every pancreas slice of a CT and paste the maps back into its grid.
 
@@ -205,6 +208,8 @@ def detect_volume(
             config shapes the slices).
         overrides: DetectConfig fields given by the user (None values keep the model's defaults).
         reporter: progress sink.
+        encoding_cache: folder of DDIM encodings (``pancdiff.encoding_cache``): a rerun on the same
+            CT and mask with the same N, K and model decodes the kept x_N instead of encoding again.
 
     Returns:
         The detection in the CT's grid.
@@ -236,15 +241,7 @@ def detect_volume(
     )
     t0 = time.monotonic()
     detector = Detector(bundle, cfg)
-    n_canvases = len(batch.canvases)
-    # The detector counts network passes (2K or more per batch, one bar step each); the bar counts
-    # canvases, the unit the stage line names, so "K = 10" never shows as 20 steps.
-    with StepProgress(reporter, "detect", unit="canvas") as bridge:
-        result = detector.detect(
-            batch.canvases,
-            batch.valid,
-            progress=lambda done, total: bridge(n_canvases * done // max(total, 1), n_canvases),
-        )
+    result, encoding = _detect_cached(detector, batch.canvases, batch.valid, encoding_cache, reporter)
     seconds["detect"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -288,7 +285,45 @@ def detect_volume(
         evaluations_per_slice=int(getattr(result, "evaluations_per_slice", 0)),
         device=str(detector.device),
         seconds=seconds,
+        encoding=encoding,
     )
+
+
+def _detect_cached(detector, canvases, valid, cache_dir: str | Path | None, reporter: Reporter):
+    """``Detector.detect`` with a progress bar, the encoding taken from / kept in ``cache_dir`` (None:
+    no cache).
+
+    Returns the result and the summary's "encoding": ``cache`` (off, hit, miss, or "miss, not saved"
+    when the folder refused the write), ``from_cache``, ``encode_s`` (seconds spent encoding, 0 on a
+    hit) and, with a cache, ``cache_s`` (hashing, reading, writing) and ``cache_dir``.
+    """
+    from .encoding_cache import EncodingCache, encoding_key
+
+    cache = None if cache_dir is None else EncodingCache(cache_dir, log=reporter.info)
+    latents, key, t0 = None, "", time.monotonic()
+    if cache is not None:
+        key = encoding_key(canvases, detector.encoding_identity())
+        latents = cache.load(key, (len(canvases), 1, *np.shape(canvases)[1:]))
+    cache_s = time.monotonic() - t0
+    if latents is not None:
+        reporter.info("encoding cache: reusing the DDIM encoding of an earlier run; decoding only")
+    n = len(canvases)
+    # The detector counts network passes (2K or more per batch, one bar step each); the bar counts
+    # canvases, the unit the stage line names, so "K = 10" never shows as 20 steps.
+    with StepProgress(reporter, "detect", unit="canvas") as bridge:
+        result = detector.detect(
+            canvases, valid, progress=lambda done, total: bridge(n * done // max(total, 1), n), latents=latents
+        )
+    status = "off" if cache is None else "hit" if latents is not None else "miss"
+    if status == "miss":
+        t0 = time.monotonic()
+        if not cache.store(key, result.latents):
+            status = "miss, not saved"
+        cache_s += time.monotonic() - t0
+    encoding = {"cache": status, "from_cache": latents is not None, "encode_s": round(result.encode_seconds, 3)}
+    if cache is not None:
+        encoding.update(cache_s=round(cache_s, 3), cache_dir=str(cache_dir))
+    return result, encoding
 
 
 def _findings(
@@ -431,6 +466,7 @@ def write_results(
         "pancreas_coverage": None if det.pancreas_coverage is None else round(det.pancreas_coverage, 4),
         "pancreas_coverage_definition": PANCREAS_COVERAGE_DEFINITION,
         "candidate_volume_ml": round(float(det.candidates.sum()) * float(np.prod(det.grid.spacing)) / 1000.0, 3),
+        "encoding": det.encoding,
         "peaks_ranking": PEAK_RANKING,
         "peaks": [f.as_peak(n) for n, f in enumerate([f for f in ranked if f.peak_ijk][:SUMMARY_PEAKS], start=1)],
     }
@@ -702,6 +738,7 @@ def run_detect(
     markers_info: dict[str, Any] | None = None,
     tolerance_mm: float = DEFAULT_TOLERANCE_MM,
     reporter: Reporter = QUIET,
+    encoding_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """``pancdiff detect`` for one CT: read, mask, detect, write; returns the summary.
 
@@ -717,6 +754,7 @@ def run_detect(
         markers_info: their origin, for the summary.
         tolerance_mm: hit distance for markers.
         reporter: progress sink.
+        encoding_cache: folder of DDIM encodings reused across runs (``detect_volume``), or None.
     """
     from .ctio import read_ct
     from .pancreas import pancreas_mask
@@ -737,7 +775,7 @@ def run_detect(
     timing["pancreas_mask"] = time.monotonic() - t0
     return detect_ct(ct, mask, out_dir, bundle, source=source, overrides=overrides, markers=markers,
                      markers_info=markers_info, tolerance_mm=tolerance_mm, reporter=reporter,
-                     timing=timing)  # fmt: skip
+                     timing=timing, encoding_cache=encoding_cache)  # fmt: skip
 
 
 def detect_ct(
@@ -756,11 +794,13 @@ def detect_ct(
     extra: dict[str, Any] | None = None,
     reference: np.ndarray | None = None,
     on_detection: Callable[[VolumeDetection], None] | None = None,
+    encoding_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """``run_detect`` from an already loaded CT and mask (the demo's modified CT goes this way).
 
     ``reference`` is a known lesion to outline in the report (``write_results``); ``on_detection``
-    receives the ``VolumeDetection`` before the files are written (the demo compares two runs).
+    receives the ``VolumeDetection`` before the files are written (the demo compares two runs);
+    ``encoding_cache`` as in ``detect_volume``.
     """
     loaded: list[ModelBundle] = []
 
@@ -768,7 +808,7 @@ def detect_ct(
         loaded.append(bundle() if callable(bundle) else bundle)
         return loaded[0]
 
-    det = detect_volume(ct, mask, load, overrides, reporter)
+    det = detect_volume(ct, mask, load, overrides, reporter, encoding_cache)
     if on_detection is not None:
         on_detection(det)
     reporter.stage("write", "results")

@@ -70,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=_fraction, metavar="T", help="candidate threshold on the normalized map")
     g.add_argument("--batch-size", type=_int_in(1, 100000), metavar="B", help="slices per batch (default: by memory)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="torch device (default: auto)")
+    g.add_argument(
+        "--encoding-cache", metavar="DIR",
+        help="keep the DDIM encodings here: a rerun on the same CT and mask with the same N, K and model, "
+        "whatever S or threshold, decodes only (bounded in size; an unwritable folder only warns)",
+    )  # fmt: skip
     g.add_argument("--random-weights", action="store_true", help=argparse.SUPPRESS)  # tests only
     add_candidate_arguments(parser)
 
@@ -196,7 +201,7 @@ def _detect_case(case: Case, out: Path, loader, args, markers, reporter: Reporte
         series_uid=case.series_uid,
         totalseg_fast=not args.totalseg_full,
         markers=markers, markers_info=markers_info, tolerance_mm=args.tolerance,
-        reporter=reporter,
+        reporter=reporter, encoding_cache=args.encoding_cache,
     )  # fmt: skip
 
 
