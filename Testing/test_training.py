@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 from engine_support import TINY_NETWORK, write_slice_folder
 from pancdiff.config import PreprocessConfig
 from pancdiff.crop_samples import NO_AUGMENT, AugmentConfig, CropSampler
@@ -25,6 +24,7 @@ from pancdiff.train import (
     train,
 )
 from safetensors.torch import load_file
+from scipy import ndimage
 
 TINY = TrainConfig(
     iterations=4,
