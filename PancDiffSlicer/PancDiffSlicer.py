@@ -662,7 +662,7 @@ class PancDiffSlicerLogic(ScriptedLoadableModuleLogic):
         return self._modelCard
 
     def confidenceText(self, result) -> str:
-        """The confidence with what it is: model id, held-out figures from the model card, "uncalibrated"."""
+        """The confidence with what it is: model id, held-out figures from the model card, its calibration."""
         return contract.confidenceText(sceneLib.summaryOf(result), self.modelCard())
 
     def applyParameters(self, parameters) -> None:

@@ -303,8 +303,9 @@ def test_known_tumor_table_exports_to_csv_with_units(ctNode, result, tmp_path):
 
 
 def test_confidence_names_the_model_its_held_out_auroc_and_uncalibrated():
-    card = contract.readModelCard(MODULE_DIR)
-    assert card, "the bundled model card ships with the module"
+    bundled = contract.readModelCard(MODULE_DIR)
+    assert bundled, "the bundled model card ships with the module"
+    card = {k: v for k, v in bundled.items() if k != "confidence_calibration"}
     summary = contract.summaryFromDict(
         {"overall_confidence": 0.57, "model_id": card["model_id"], "model": {"untrained": False}}
     )
@@ -316,8 +317,9 @@ def test_confidence_names_the_model_its_held_out_auroc_and_uncalibrated():
     assert "no validation figures" in contract.confidenceText(other, card)
     untrained = contract.summaryFromDict({"overall_confidence": 0.5, "model": {"model_id": "x", "untrained": True}})
     assert "UNTRAINED" in contract.confidenceText(untrained, card)
-    calibrated = dict(card, calibration={"method": "isotonic"})
-    assert "uncalibrated" not in contract.confidenceText(summary, calibrated)
+    calibrated = dict(card, confidence_calibration={"a": 0.5, "b": 0.1, "test": {"ece_calibrated": 0.043}})
+    text = contract.confidenceText(summary, calibrated)
+    assert "uncalibrated" not in text and "held-out calibration error 0.04" in text
 
 
 def test_module_load_says_clearly_when_slicer_is_too_old(moduleLogic):
@@ -371,7 +373,8 @@ def test_real_engine_ranked_candidates_and_confidence_through_the_module_logic(m
     summary = scene.summaryOf(result)
     card = contract.readModelCard(MODULE_DIR)
     assert summary.modelId == card["model_id"] and not summary.untrained
-    assert card["model_id"] in logic.confidenceText(result) and "(uncalibrated)" in logic.confidenceText(result)
+    calibrated = "calibration error" if card.get("confidence_calibration") else "(uncalibrated)"
+    assert card["model_id"] in logic.confidenceText(result) and calibrated in logic.confidenceText(result)
     table = parameters.candidateTable
     ranks = [int(table.GetCellText(r, table.GetColumnIndex("Rank"))) for r in range(table.GetNumberOfRows())]
     assert ranks == [p.rank for p in summary.peaks] and ranks

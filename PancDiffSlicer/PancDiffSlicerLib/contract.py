@@ -364,7 +364,7 @@ def readModelCard(engineDir: str | Path) -> dict:
 
 
 def confidenceText(summary: Summary, card: dict) -> str:
-    """The overall confidence with what it is: the model, its held-out figures, "uncalibrated".
+    """The overall confidence with what it is: the model, its held-out figures, whether it is calibrated.
 
     The figures are quoted only when the result was made by the model the card describes.
     """
@@ -373,8 +373,13 @@ def confidenceText(summary: Summary, card: dict) -> str:
     text = f"Tumor probability: {100 * summary.confidence:.0f} %"
     if summary.untrained:
         return text + " (UNTRAINED random weights: meaningless, a pipeline test only)"
-    calibrated = bool(card.get("calibration")) and card.get("model_id") == summary.modelId
-    text += "" if calibrated else " (uncalibrated)"
+    calibration = card.get("confidence_calibration") if card.get("model_id") == summary.modelId else None
+    ece = ((calibration or {}).get("test") or {}).get("ece_calibrated")
+    if not calibration:
+        text += " (uncalibrated)"
+    elif ece is not None:
+        text += f" (calibrated on validation slices, held-out calibration error {ece:.2f}"
+        text += "; for its data's tumor/healthy mix)"
     text += f"\nModel {summary.modelId or 'unknown'}"
     validation = card.get("validation") or {}
     classifier = validation.get("classifier") or {}

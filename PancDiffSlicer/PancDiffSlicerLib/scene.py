@@ -736,7 +736,7 @@ def probabilityPlot(ctNode, sliceTableNode):
     series.SetColor(*CANDIDATE_COLOR)
     chart = _resultNode(ctNode, found, PLOT_CHART_ROLE, "vtkMRMLPlotChartNode", f"{name} p(tumor) per slice")
     chart.SetAndObservePlotSeriesNodeID(series.GetID())
-    chart.SetTitle("Classifier p(tumor) per slice (uncalibrated)")
+    chart.SetTitle("Classifier p(tumor) per slice")
     chart.SetXAxisTitle("Slice (k)")
     chart.SetYAxisTitle("p(tumor)")
     chart.SetYAxisRange(0.0, 1.0)
