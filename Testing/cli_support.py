@@ -47,7 +47,8 @@ def pancdiff(*args: str | Path, timeout: float = 240) -> Run:
     """``python -m pancdiff ARGS`` in a subprocess; returns exit code and both streams."""
     proc = subprocess.run(
         [sys.executable, "-m", "pancdiff", *map(str, args)],
-        check=False, capture_output=True, text=True, timeout=timeout, env=cli_env(), cwd=REPO,
+        check=False, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout,
+        env=cli_env(), cwd=REPO,
     )  # fmt: skip
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
