@@ -59,6 +59,12 @@ class CanvasTransform:
         )
 
 
+def window_hu(hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
+    """HU mapped linearly to [0, 1] over ``hu_window`` and clipped (the models' intensity scale)."""
+    lo, hi = hu_window
+    return np.clip((hu - lo) / (hi - lo), 0.0, 1.0)
+
+
 def to_model_input(
     image: np.ndarray, support: np.ndarray, transform: CanvasTransform, fill: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:

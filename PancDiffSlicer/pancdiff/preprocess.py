@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .canvas import CanvasTransform, to_model_input
+from .canvas import CanvasTransform, to_model_input, window_hu
 from .config import PreprocessConfig
 from .ctio import CTVolume
 from .errors import InputError
@@ -154,14 +154,13 @@ def extract_slices(ct: CTVolume, mask: np.ndarray, cfg: PreprocessConfig) -> Sli
     reo = Reorientation.from_image(ct.image)
     hu, pancreas = reo.apply(ct.array), reo.apply(np.asarray(mask, dtype=bool))
     spacing = reo.spacing(ct.image)[1:]
-    lo, hi = cfg.hu_window
     side_mm = min(cfg.support_mm, (cfg.image_size - 2) * cfg.pixel_spacing_mm)
     canvases, valids, transforms, supports, lps_index = [], [], [], [], []
     for z in np.flatnonzero(pancreas.any(axis=(1, 2))):
         support = _slice_support(pancreas[z], spacing, cfg)
         for tile, center in _tiles(support, spacing, side_mm):
             rows, cols = _padded(tile, hu.shape[1:], pad=2)
-            image = np.clip((hu[z, rows, cols] - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+            image = window_hu(hu[z, rows, cols], cfg.hu_window).astype(np.float32)
             crop_support = np.zeros(image.shape, dtype=bool)
             crop_support[
                 tile.slices[0].start - rows.start : tile.slices[0].stop - rows.start,

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..canvas import window_hu
 from ..config import PreprocessConfig
 from ..ctio import read_ct
 from ..errors import InputError
@@ -176,7 +177,6 @@ def load_msd_crops(
     Returns:
         (records, images): ``SliceRecord`` per crop (``path`` is the case's CT) and (H, W) float32 crops.
     """
-    lo, hi = cfg.hu_window
     records, images = [], []
     for case in _select(list_msd_cases(root), cases):
         ct = read_ct(case.image)
@@ -190,7 +190,7 @@ def load_msd_crops(
             if k in dropped:
                 continue
             rows, cols = np.flatnonzero((lab[z] > 0).any(axis=1)), np.flatnonzero((lab[z] > 0).any(axis=0))
-            crop = np.clip((hu[z, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] - lo) / (hi - lo), 0.0, 1.0)
+            crop = window_hu(hu[z, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], cfg.hu_window)
             zoom = (spacing[0] / spacing_mm, spacing[1] / spacing_mm)
             images.append(np.clip(ndimage.zoom(crop.astype(np.float32), zoom, order=1), 0.0, 1.0))
             if organs is not None:
@@ -262,11 +262,10 @@ def _low_contrast_slices(
     hu: np.ndarray, labels: np.ndarray, reo: Reorientation, cfg: PreprocessConfig, min_deviation: float
 ) -> set[int]:
     """Axial indices (CT array) of tumor slices whose tumor/pancreas mean deviation is < min_deviation."""
-    lo, hi = cfg.hu_window
     hu_v, lab_v = reo.apply(hu), reo.apply(labels)
     dropped = set()
     for z in np.flatnonzero((lab_v == TUMOR).any(axis=(1, 2))):
-        window = np.clip((hu_v[z] - lo) / (hi - lo), 0.0, 1.0)
+        window = window_hu(hu_v[z], cfg.hu_window)
         tumor, healthy = lab_v[z] == TUMOR, lab_v[z] == PANCREAS
         if not healthy.any() or abs(window[tumor].mean() - window[healthy].mean()) < min_deviation:
             dropped.add(reo.original_slice_index(int(z), hu.shape))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..canvas import window_hu
 from ..errors import InputError
 
 STORED_WINDOW_HU = (-150.0, 250.0)
@@ -108,8 +109,7 @@ def rewindow(x: np.ndarray, stored: tuple[float, float], wanted: tuple[float, fl
     """Intensities in [0, 1] of window ``stored`` (HU) mapped to window ``wanted``, clipped."""
     if tuple(map(float, stored)) == tuple(map(float, wanted)):
         return x
-    hu = stored[0] + x * (stored[1] - stored[0])
-    return np.clip((hu - wanted[0]) / (wanted[1] - wanted[0]), 0, 1).astype(np.float32)
+    return window_hu(stored[0] + x * (stored[1] - stored[0]), wanted).astype(np.float32)
 
 
 def load_label_map(path: str | Path) -> np.ndarray:
