@@ -52,11 +52,12 @@ class RegionClassifier(nn.Module):
 
     def __init__(self, region: tuple[slice, slice], level: float = MU, weight: float = 40.0) -> None:
         super().__init__()
-        self.region, self.level, self.weight, self.seen = region, level, weight, []
+        self.region, self.level, self.weight, self.seen, self.zones = region, level, weight, [], []
         self.anchor = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, zone: torch.Tensor | None = None) -> torch.Tensor:
         self.seen.append(t.clone())
+        self.zones.append(zone)
         mean = x[:, 0, self.region[0], self.region[1]].mean(dim=(1, 2))
         tumor = self.weight * (self.level - mean)
         logits = torch.zeros(x.shape[0], 2, dtype=x.dtype, device=x.device)
@@ -188,6 +189,25 @@ def test_both_networks_receive_true_timesteps_on_a_skipped_grid():
     assert clf_t == [0] + list(range(20, 301, 20))  # confidence at t=0, guidance at the true t
     assert len(bundle.unet.seen) == 2 * 15
     assert evaluations_per_slice(cfg) == 2 * 15 + 15 + 1
+
+
+@pytest.mark.parametrize("guidance", ["noisy", "x0"])
+def test_every_classifier_call_gets_its_canvases_pancreas_zone(guidance):
+    """Confidence and guidance both see the zone of the very canvases in the batch (batch 2 of 3)."""
+    bundle = _analytic_bundle((slice(0, 4), slice(0, 4)))
+    zone = np.zeros((3, 8, 8), dtype=bool)
+    for i in range(3):
+        zone[i, i : i + 3, 2:6] = True  # a different zone per canvas
+    cfg = DetectConfig(scale=5.0, noise_level=100, steps=4, device="cpu", batch_size=2, guidance=guidance)
+    Detector(bundle, cfg).detect(np.full((3, 8, 8), MU, dtype=np.float32), zone=zone)
+    seen = bundle.classifier.zones
+    assert len(seen) == 2 * (1 + 4)  # per batch: one confidence pass, K guidance gradients
+    for call, z in enumerate(seen):
+        first = 0 if call < 5 else 2
+        assert z is not None and z.dtype == torch.bool and z.shape[1] == 1
+        assert np.array_equal(z[:, 0].numpy(), zone[first : first + len(z)])
+    with pytest.raises(ValueError, match="zones"):
+        Detector(bundle, cfg).detect(np.full((3, 8, 8), MU, dtype=np.float32), zone=zone[:2])
 
 
 def _random_canvases(n: int, size: int = 64) -> np.ndarray:

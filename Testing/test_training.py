@@ -102,10 +102,13 @@ def test_paired_batches_differ_only_by_a_lesion_inside_the_pancreas(tmp_path):
     cfg = dataclasses.replace(TINY, paired=True, batch_size=6, augment=NO_AUGMENT)
     data = load_slice_data(folder, cfg)
     batches = _Batches(data.train, cfg, "classifier", np.random.default_rng(0))
-    x, y = batches.next(0)
+    x, y, zone = batches.next(0)
     assert y.tolist() == [0, 1] * 3
     diff = (x[0::2] - x[1::2]).abs()[:, 0].numpy()
     assert (diff.reshape(3, -1).max(1) > 0.1).all(), "each pair carries a conspicuous lesion at step 0"
+    assert zone.dtype == torch.bool and torch.equal(zone[0::2], zone[1::2]), "a pair shares its pancreas zone"
+    for d, z in zip(diff, zone[0::2, 0].numpy()):  # the lesion core lies in the zone, the zone is not everything
+        assert z[d > 0.5 * d.max()].all() and 0 < z.mean() < 1
     organs = [o for o in data.train.organs if o is not None]
     assert organs, "the synthetic folder carries organ labels"
 
@@ -118,7 +121,7 @@ def test_strong_augmentation_keeps_each_pair_identical_outside_its_lesion(tmp_pa
     folder = write_slice_folder(tmp_path / "tc", with_labels=True)
     cfg = dataclasses.replace(TINY, paired=True, batch_size=8, augment=STRONG)
     batches = _Batches(load_slice_data(folder, cfg).train, cfg, "classifier", np.random.default_rng(0))
-    x, _ = batches.next(0)
+    x, _, _ = batches.next(0)
     diff = (x[0::2] - x[1::2]).abs()[:, 0].numpy()
     changed = diff > 1e-6
     assert (diff.reshape(4, -1).max(1) > 0.1).all()
@@ -167,7 +170,7 @@ def test_a_share_of_pairs_stays_conspicuous_after_the_contrast_fades(tmp_path):
         cfg = dataclasses.replace(TINY, paired=True, batch_size=16, augment=NO_AUGMENT, contrast_ramp=10,
                                   conspicuous_fraction=share)  # fmt: skip
         batches = _Batches(load_slice_data(folder, cfg).train, cfg, "classifier", np.random.default_rng(0))
-        x, _ = batches.next(10**6)
+        x, _, _ = batches.next(10**6)
         depth[share] = float((x[0::2] - x[1::2]).amax(dim=(1, 2, 3)).median()) * 400  # HU
     assert depth[0.0] < 60 * 1.3 + 1, depth  # realistic: 20-60 HU (heterogeneity up to +30 %)
     assert depth[1.0] > 90, depth  # conspicuous: 100-160 HU

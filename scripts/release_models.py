@@ -51,7 +51,7 @@ from pancdiff.progress import Reporter
 from pancdiff.train import TrainConfig, classifier_probabilities, config_from_json
 from pancdiff.weights import ModelBundle, load_bundle, load_weights_into, save_bundle
 
-CLASSIFIER_FIELDS = ("classifier_channels", "classifier_attention_levels", "classifier_pooling")
+CLASSIFIER_FIELDS = ("classifier_channels", "classifier_attention_levels", "classifier_pooling", "classifier_zone")
 
 
 @contextlib.contextmanager
@@ -109,7 +109,7 @@ def best_per_setting(rows: list[dict]) -> list[dict]:
 
 def slice_logits(bundle: ModelBundle, data) -> np.ndarray:
     """The classifier's t = 0 logit difference on every slice of an evaluation set."""
-    return logit_difference(classifier_probabilities(bundle.classifier, data.x, 0))
+    return logit_difference(classifier_probabilities(bundle.classifier, data.x, 0, zone=data.zone))
 
 
 def gate(tune_classifier: dict, chosen_dice: float, baseline: dict, min_paired_auroc: float) -> list[str]:

@@ -30,12 +30,13 @@ def timed_detect(
     valid: np.ndarray,
     reporter: Reporter = QUIET,
     label: str = "",
+    zone: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, int]:
     """(normalized maps, wall seconds, network passes per slice) for one setting."""
     detector = Detector(bundle, cfg)
     with StepProgress(reporter, label or f"K={cfg.steps}") as progress:
         start = time.perf_counter()
-        result = detector.detect(x, valid, progress)
+        result = detector.detect(x, valid, progress, zone=zone)
         seconds = time.perf_counter() - start
     return result.normalized, seconds, result.evaluations_per_slice
 
@@ -58,15 +59,19 @@ def run_benchmark(
     slices_source: str = "",
     solvers: tuple[str, ...] = ("ddim",),
     by_map_kind: bool = False,
+    zone: np.ndarray | None = None,
 ) -> dict:
     """Time the paper-exact (K = N, DDIM) and the fast run on the same slices; compare their maps.
 
     ``sweep`` adds K values (for each of ``solvers``); ``by_map_kind`` adds the agreement of both
-    map kinds (the input map and the guidance-difference map) for the same settings.
+    map kinds (the input map and the guidance-difference map) for the same settings; ``zone``
+    (B, S, S) the slices' pancreas zones, for a zone-pooled classifier.
     """
     reference = dataclasses.replace(fast, steps=fast.noise_level, solver="ddim")
-    ref_maps, ref_s, ref_evals = timed_detect(bundle, reference, x, valid, reporter, f"paper-exact K={reference.steps}")
-    fast_maps, fast_s, fast_evals = timed_detect(bundle, fast, x, valid, reporter, f"fast K={fast.steps}")
+    ref_maps, ref_s, ref_evals = timed_detect(
+        bundle, reference, x, valid, reporter, f"paper-exact K={reference.steps}", zone
+    )
+    fast_maps, fast_s, fast_evals = timed_detect(bundle, fast, x, valid, reporter, f"fast K={fast.steps}", zone)
     n = len(x)
     result = {
         "device": str(Detector(bundle, fast).device),
@@ -95,7 +100,7 @@ def run_benchmark(
         for solver in solvers:
             for steps in sweep:
                 cfg = dataclasses.replace(fast, steps=min(steps, fast.noise_level), solver=solver)
-                maps, seconds, evals = timed_detect(bundle, cfg, x, valid, reporter, f"{solver} K={cfg.steps}")
+                maps, seconds, evals = timed_detect(bundle, cfg, x, valid, reporter, f"{solver} K={cfg.steps}", zone)
                 rows.append(
                     {
                         "solver": solver,
@@ -107,7 +112,9 @@ def run_benchmark(
                 )
         result["sweep"] = rows
     if by_map_kind:
-        result["by_map_kind"] = agreement_by_map_kind(bundle, fast, x, valid, sweep or (fast.steps,), solvers, reporter)
+        result["by_map_kind"] = agreement_by_map_kind(
+            bundle, fast, x, valid, sweep or (fast.steps,), solvers, reporter, zone
+        )
     return result
 
 
@@ -119,12 +126,13 @@ def agreement_by_map_kind(
     steps: tuple[int, ...],
     solvers: tuple[str, ...],
     reporter: Reporter = QUIET,
+    zone: np.ndarray | None = None,
 ) -> list[dict]:
     """Agreement with the paper-exact run for both maps, |x - x_hat| and |x_hat(S=0) - x_hat(S)|,
     from one encoding and one unguided plus one guided decode per setting (``evaluate.raw_map_grid``)."""
     def maps(cfg: DetectConfig) -> dict:
         label = f"{cfg.solver} K={cfg.steps}"
-        raw = raw_map_grid(bundle, cfg, x, valid, (fast.scale,), (fast.guidance,), reporter, label)
+        raw = raw_map_grid(bundle, cfg, x, valid, (fast.scale,), (fast.guidance,), reporter, label, zone)
         return {kind: normalize_maps(raw[(fast.guidance, kind, float(fast.scale))], valid, cfg) for kind in MAP_KINDS}
 
     reference_cfg = dataclasses.replace(fast, steps=fast.noise_level, solver="ddim")

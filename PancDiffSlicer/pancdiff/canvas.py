@@ -77,3 +77,16 @@ def to_model_input(
     valid = transform.to_canvas(support.astype(np.float32), order=0, cval=0.0) > 0.5
     canvas[~valid] = fill
     return canvas.astype(np.float32), valid
+
+
+def zone_margin_px(cfg) -> int:
+    """``PreprocessConfig.margin_mm`` in canvas pixels: how far around the organ a tumor may reach."""
+    return int(round(cfg.margin_mm / cfg.pixel_spacing_mm))
+
+
+def pancreas_zone(organ: np.ndarray | None, valid: np.ndarray, margin_px: int) -> np.ndarray:
+    """(S, S) bool: the organ dilated by ``margin_px`` inside the support, or the support itself
+    (where a tumor can be: what maps are scored in and what a zone-pooled classifier looks at)."""
+    if organ is None or not organ.any():
+        return valid.copy()
+    return ndimage.binary_dilation(organ, iterations=max(0, margin_px)) & valid if margin_px else organ & valid

@@ -29,6 +29,8 @@ class NetworkConfig:
     Defaults are sized for training on a 2-core CPU in about two hours (64x64 crops).
     ``classifier_pooling``: "mean" (global average, the first bundle) or "lse" (per-position logits
     and a smooth max, which keeps a small lesion's evidence and puts the gradient on it).
+    ``classifier_zone``: the LSE pool sees only the pancreas zone (organ + ``PreprocessConfig.margin_mm``)
+    that callers pass with each canvas; healthy structures outside the organ cannot raise p(tumor).
     """
 
     image_size: int = 64
@@ -41,6 +43,7 @@ class NetworkConfig:
     classifier_channels: tuple[int, ...] = (32, 64, 128)
     classifier_attention_levels: tuple[bool, ...] = (False, False, False)
     classifier_pooling: str = "mean"
+    classifier_zone: bool = False
 
 
 @dataclass(frozen=True)

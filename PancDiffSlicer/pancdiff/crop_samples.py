@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .canvas import CanvasTransform, to_model_input
+from .canvas import CanvasTransform, pancreas_zone, to_model_input, zone_margin_px
 from .config import PreprocessConfig
 
 
@@ -93,6 +93,10 @@ class CropSampler:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def zone(self, c: Canvas) -> np.ndarray:
+        """The pancreas zone of a canvas: its organ dilated by ``PreprocessConfig.margin_mm``."""
+        return pancreas_zone(c.organ, c.valid, zone_margin_px(self.preprocess))
 
     def canvas(
         self, i: int, rng: np.random.Generator, aug: AugmentConfig = NO_AUGMENT, masks: dict | None = None

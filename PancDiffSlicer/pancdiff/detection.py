@@ -110,19 +110,20 @@ class Detector:
                 return out.float()
             return self.bundle.unet(x, t)
 
-    def grad_log_healthy(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """grad_x log p(healthy | x_t, t) in fp32 (per slice: the batch sum separates)."""
+    def grad_log_healthy(self, x: torch.Tensor, t: torch.Tensor, zone: torch.Tensor | None = None) -> torch.Tensor:
+        """grad_x log p(healthy | x_t, t) in fp32 (per slice: the batch sum separates); ``zone``
+        (B, 1, S, S) bool is the pancreas zone a zone-pooled classifier looks at."""
         with torch.enable_grad():
             x = x.detach().float().requires_grad_(True)
-            log_p = F.log_softmax(self.bundle.classifier(x, t).float(), dim=1)[:, HEALTHY]
+            log_p = F.log_softmax(self.bundle.classifier(x, t, zone).float(), dim=1)[:, HEALTHY]
             (grad,) = torch.autograd.grad(log_p.sum(), x)
         return grad
 
-    def tumor_probability(self, x: torch.Tensor) -> torch.Tensor:
+    def tumor_probability(self, x: torch.Tensor, zone: torch.Tensor | None = None) -> torch.Tensor:
         """p(tumor | x, t = 0): (B,), Platt-calibrated where the bundle carries a calibration."""
         with torch.no_grad():
             t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-            logits = self.bundle.classifier(x, t).float()
+            logits = self.bundle.classifier(x, t, zone).float()
             return self.bundle.calibration.probability(logits[:, TUMOR] - logits[:, HEALTHY])
 
     def encoding_identity(self) -> dict:
@@ -150,18 +151,22 @@ class Detector:
         scale: float,
         on_step: Callable[[], None] | None = None,
         guidance: str | None = None,
+        zone: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Reconstruction from the latent, guided toward healthy with scale S (0 = plain); ``guidance``
-        overrides the configured kind (an evaluation compares both on one latent)."""
+        overrides the configured kind (an evaluation compares both on one latent); ``zone`` (B, 1, S, S)
+        bool, the pancreas zone for a zone-pooled classifier."""
         eps = self.eps if on_step is None else _counting(self.eps, on_step)
-        grad = self.grad_log_healthy if scale > 0 else None
+        grad = (lambda x, t: self.grad_log_healthy(x, t, zone)) if scale > 0 else None
         return ddim_decode(
             x_n, eps, self.grid, self.alpha_bar, grad, scale, guidance or self.cfg.guidance, self.cfg.solver
         )
 
-    def reconstruct(self, x: torch.Tensor, on_step: Callable[[], None] | None = None) -> torch.Tensor:
+    def reconstruct(
+        self, x: torch.Tensor, on_step: Callable[[], None] | None = None, zone: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Healthy reconstruction x_hat of x: (B, 1, S, S) in [0, 1] on ``self.device``."""
-        return self.decode(self.encode(x, on_step), self.cfg.scale, on_step)
+        return self.decode(self.encode(x, on_step), self.cfg.scale, on_step, zone=zone)
 
     def _maps(
         self,
@@ -171,6 +176,7 @@ class Detector:
         guidances: tuple,
         kinds: tuple,
         tick: Callable[[], None],
+        zone: torch.Tensor | None = None,
     ) -> dict:
         """From one latent, one unguided decode where needed, one decode per (guidance, S > 0):
         {("reconstruction", guidance, S) or (guidance, map kind, S): (B, S, S)}, before the support."""
@@ -185,7 +191,7 @@ class Detector:
                 out[("reconstruction", g, 0.0)] = plain
                 out.update({(g, kind, 0.0): np.abs(x_np - plain) for kind in kinds})
             for s in guided:
-                rec = self.decode(x_n, s, tick, guidance=g)[:, 0].float().cpu().numpy()
+                rec = self.decode(x_n, s, tick, guidance=g, zone=zone)[:, 0].float().cpu().numpy()
                 out[("reconstruction", g, s)] = rec
                 for kind in kinds:  # one channel: the channel sum is the map itself
                     out[(g, kind, s)] = np.abs((plain if kind == "guidance" else x_np) - rec)
@@ -198,12 +204,15 @@ class Detector:
         valid: np.ndarray | None = None,
         progress: Progress | None = None,
         latents: np.ndarray | None = None,
+        zone: np.ndarray | None = None,
     ) -> DetectionResult:
         """Detect anomalies in canvases ``x`` (B, S, S) in [0, 1]; ``valid`` (B, S, S) bool support;
         ``latents`` (B, 1, S, S) their encodings from an earlier run with the same N and K (see
-        ``map_grid``), which skips the encoding."""
+        ``map_grid``), which skips the encoding; ``zone`` (B, S, S) bool, their pancreas zones."""
         cfg = self.cfg
-        grid = self.map_grid(x, valid, [cfg.scale], progress=progress, with_probability=True, latents=latents)
+        grid = self.map_grid(
+            x, valid, [cfg.scale], progress=progress, with_probability=True, latents=latents, zone=zone
+        )
         anomaly, valid = grid["anomaly"][(cfg.guidance, cfg.map_kind, float(cfg.scale))], grid["valid"]
         normalized = normalize_maps(anomaly, valid, cfg)
         return DetectionResult(
@@ -227,11 +236,14 @@ class Detector:
         progress: Progress | None = None,
         with_probability: bool = False,
         latents: np.ndarray | None = None,
+        zone: np.ndarray | None = None,
     ) -> dict:
         """Raw maps for several guidance scales, guidance kinds and map kinds from one encoding per
         slice (the latent depends on N and K only); the unguided decode only where a map needs it.
         ``latents`` (B, 1, S, S): the encodings of ``x`` under ``encoding_identity``, kept from an
-        earlier call (``pancdiff.encoding_cache``); given, no slice is encoded again.
+        earlier call (``pancdiff.encoding_cache``); given, no slice is encoded again. ``zone``
+        (B, S, S) bool: the pancreas zone of each canvas, which a zone-pooled classifier pools over
+        (its confidence and its guidance); the encoding never depends on it.
 
         Returns:
             {"anomaly": {(guidance, map kind, S): (B, S, S), 0 outside the support},
@@ -246,6 +258,8 @@ class Detector:
         guidances, kinds = tuple(guidances or (self.cfg.guidance,)), tuple(kinds or (self.cfg.map_kind,))
         if latents is not None and tuple(latents.shape) != (len(x), 1, *x.shape[1:]):
             raise ValueError(f"latents {latents.shape} do not match canvases {x.shape}")
+        if zone is not None and np.shape(zone) != x.shape:
+            raise ValueError(f"zones {np.shape(zone)} do not match canvases {x.shape}")
         guided = [s for s in scales if s > 0]
         need_plain = 0.0 in scales or ("guidance" in kinds and bool(guided))
         decodes = int(need_plain) + len(guidances) * len(guided)
@@ -266,8 +280,10 @@ class Detector:
         start = 0
         while start < len(x):
             xb = torch.from_numpy(x[start : start + batch])[:, None].to(self.device)
+            zb = None if zone is None else torch.from_numpy(np.asarray(zone[start : start + batch], bool))[:, None]
+            zb = None if zb is None else zb.to(self.device)
             try:
-                p = self.tumor_probability(xb).cpu().numpy() if probs is not None else None
+                p = self.tumor_probability(xb, zb).cpu().numpy() if probs is not None else None
                 t0 = time.monotonic()
                 if latents is None:
                     x_n = self.encode(xb, tick)
@@ -276,7 +292,7 @@ class Detector:
                 else:
                     x_n_np = np.array(latents[start : start + len(xb)], dtype=np.float32)  # a writable copy
                     x_n, spent = torch.from_numpy(x_n_np).to(self.device), 0.0
-                chunk = self._maps(xb, x_n, scales, guidances, kinds, tick)
+                chunk = self._maps(xb, x_n, scales, guidances, kinds, tick, zb)
             except torch.cuda.OutOfMemoryError:
                 if batch == 1:
                     raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.nets.diffusion_model_unet import DiffusionModelEncoder, get_timestep_embedding
 from torch import nn
@@ -45,13 +46,26 @@ class LogSumExpPool(nn.Module):
         super().__init__()
         self.r = r
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        """``where`` (B, 1, H, W) bool: pool only over these positions (a sample with none pools over all)."""
         flat = h.flatten(2)
-        return (torch.logsumexp(self.r * flat, dim=2) - math.log(flat.shape[2])) / self.r
+        if where is None:
+            return (torch.logsumexp(self.r * flat, dim=2) - math.log(flat.shape[2])) / self.r
+        keep = where.flatten(2)
+        keep = keep | ~keep.any(dim=2, keepdim=True)
+        masked = (self.r * flat).masked_fill(~keep, float("-inf"))
+        return (torch.logsumexp(masked, dim=2) - torch.log(keep.sum(dim=2).to(flat.dtype))) / self.r
 
 
 class NoisyClassifier(DiffusionModelEncoder):
-    """p(class | x_t, t): (B, C, H, W), (B,) -> (B, 2) logits [healthy, tumor]."""
+    """p(class | x_t, t): (B, C, H, W), (B,) -> (B, 2) logits [healthy, tumor].
+
+    With ``classifier_zone`` set (LSE pooling only), ``forward``'s ``zone`` restricts the pooling to
+    the pancreas zone: a healthy crop's vessels, bowel and fat outside the organ can then never look
+    like a lesion, and the guidance gradient lands inside the organ. Callers pass the zone wherever
+    they know it; a classifier without ``classifier_zone`` ignores it, so older bundles keep their
+    exact outputs.
+    """
 
     def __init__(self, cfg: NetworkConfig) -> None:
         super().__init__(
@@ -68,11 +82,13 @@ class NoisyClassifier(DiffusionModelEncoder):
         width = cfg.classifier_channels[-1]
         if cfg.classifier_pooling not in ("mean", "lse"):
             raise ValueError(f"classifier_pooling must be mean or lse, got {cfg.classifier_pooling!r}")
+        if cfg.classifier_zone and cfg.classifier_pooling != "lse":
+            raise ValueError("classifier_zone needs classifier_pooling = lse")
+        self.use_zone = cfg.classifier_zone
         if cfg.classifier_pooling == "lse":
             # Logits per position, then a smooth max: the tumor logit is the most lesion-like place.
-            self.out = nn.Sequential(
-                nn.GroupNorm(cfg.norm_num_groups, width), nn.SiLU(), nn.Conv2d(width, 2, 1), LogSumExpPool()
-            )
+            self.out = nn.Sequential(nn.GroupNorm(cfg.norm_num_groups, width), nn.SiLU(), nn.Conv2d(width, 2, 1))
+            self.pool = LogSumExpPool()
         else:
             self.out = nn.Sequential(
                 nn.GroupNorm(cfg.norm_num_groups, width),
@@ -82,12 +98,22 @@ class NoisyClassifier(DiffusionModelEncoder):
                 nn.Linear(width, 2),
             )
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, timesteps: torch.Tensor, zone: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``zone`` (B, 1, H, W) or (B, H, W) bool, the pancreas zone on the input canvas (or None)."""
         emb = self.time_embed(get_timestep_embedding(timesteps, self.block_out_channels[0]).to(x.dtype))
         h = self.conv_in(x)
         for block in self.down_blocks:
             h, _ = block(hidden_states=h, temb=emb, context=None)
-        return self.out(h)
+        h = self.out(h)
+        if not hasattr(self, "pool"):
+            return h
+        where = None
+        if self.use_zone and zone is not None:
+            z = zone.reshape(len(x), 1, *zone.shape[-2:]).float()
+            where = F.adaptive_max_pool2d(z, h.shape[-2:]) > 0  # a position sees the zone if any pixel does
+        return self.pool(h, where)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -219,7 +219,7 @@ def detect_volume(
     """
     from .detection import Detector
     from .postprocess import evidence_maps, near_mask, trusted_support
-    from .preprocess import extract_slices, paste_back
+    from .preprocess import extract_slices, pancreas_zones, paste_back
 
     seconds: dict[str, float] = {}
     grid = ImageGrid.from_image(ct.image)
@@ -241,7 +241,8 @@ def detect_volume(
     )
     t0 = time.monotonic()
     detector = Detector(bundle, cfg)
-    result, encoding = _detect_cached(detector, batch.canvases, batch.valid, encoding_cache, reporter)
+    zone = pancreas_zones(mask, batch, bundle.preprocess)
+    result, encoding = _detect_cached(detector, batch.canvases, batch.valid, zone, encoding_cache, reporter)
     seconds["detect"] = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -289,9 +290,9 @@ def detect_volume(
     )
 
 
-def _detect_cached(detector, canvases, valid, cache_dir: str | Path | None, reporter: Reporter):
-    """``Detector.detect`` with a progress bar, the encoding taken from / kept in ``cache_dir`` (None:
-    no cache).
+def _detect_cached(detector, canvases, valid, zone, cache_dir: str | Path | None, reporter: Reporter):
+    """``Detector.detect`` (canvases, supports, pancreas zones) with a progress bar, the encoding taken
+    from / kept in ``cache_dir`` (None: no cache).
 
     Returns the result and the summary's "encoding": ``cache`` (off, hit, miss, or "miss, not saved"
     when the folder refused the write), ``from_cache``, ``encode_s`` (seconds spent encoding, 0 on a
@@ -312,7 +313,11 @@ def _detect_cached(detector, canvases, valid, cache_dir: str | Path | None, repo
     # canvases, the unit the stage line names, so "K = 10" never shows as 20 steps.
     with StepProgress(reporter, "detect", unit="canvas") as bridge:
         result = detector.detect(
-            canvases, valid, progress=lambda done, total: bridge(n * done // max(total, 1), n), latents=latents
+            canvases,
+            valid,
+            progress=lambda done, total: bridge(n * done // max(total, 1), n),
+            latents=latents,
+            zone=zone,
         )
     status = "off" if cache is None else "hit" if latents is not None else "miss"
     if status == "miss":

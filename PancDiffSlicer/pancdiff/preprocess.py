@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .canvas import CanvasTransform, to_model_input, window_hu
+from .canvas import CanvasTransform, pancreas_zone, to_model_input, window_hu, zone_margin_px
 from .config import PreprocessConfig
 from .ctio import CTVolume
 from .errors import InputError
@@ -281,6 +281,14 @@ def to_canvases(volume: np.ndarray, batch: SliceBatch, order: int = 0) -> np.nda
         out[b] = transform.to_canvas(np.ascontiguousarray(view[z], dtype=np.float32), order=order, cval=0.0)
     out[~batch.valid] = 0.0
     return out
+
+
+def pancreas_zones(mask: np.ndarray, batch: SliceBatch, cfg: PreprocessConfig) -> np.ndarray:
+    """(B, S, S) bool: each canvas's pancreas dilated by ``margin_mm``, inside its support; the same
+    zone training gives a zone-pooled classifier (``CropSampler.zone``)."""
+    organ = to_canvases(np.asarray(mask, dtype=np.float32), batch, order=0) > 0.5
+    margin = zone_margin_px(cfg)
+    return np.stack([pancreas_zone(o, v, margin) for o, v in zip(organ, batch.valid)])
 
 
 def _slice_support(pancreas: np.ndarray, spacing: tuple[float, float], cfg: PreprocessConfig) -> TileSupport:

@@ -184,11 +184,12 @@ class _Batches:
         if kind == "classifier" and cfg.paired and len(self.paired_pool) == 0:
             raise InputError("paired classifier training needs healthy slices (tumor = 0)")
 
-    def next(self, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self, step: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Canvases (B, 1, S, S), labels (B,) and pancreas zones (B, 1, S, S) bool."""
         if self.kind == "classifier" and self.cfg.paired:
             return self._pairs(step)
         cfg, rng = self.cfg, self.rng
-        xs, ys = [], []
+        xs, ys, zs = [], [], []
         for _ in range(cfg.batch_size):
             simulate = False
             if self.kind == "classifier" and all(len(ix) for ix in self.by_label):
@@ -207,25 +208,36 @@ class _Batches:
                     c.x, label = inserted[0], 1
             xs.append(c.x)
             ys.append(label)
-        return torch.from_numpy(np.stack(xs)[:, None]), torch.tensor(ys, dtype=torch.long)
+            zs.append(self.data.zone(c))
+        return _as_batch(xs, ys, zs)
 
     def _lesion(self, c, lesions: LesionConfig):
         p = self.cfg.preprocess
         return insert_lesion(c.x, c.valid, self.rng, p.pixel_spacing_mm, lesions, p.hu_window, c.organ)
 
-    def _pairs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(2P, 1, S, S) as [clean_0, lesion_0, clean_1, lesion_1, ...] with labels [0, 1, 0, 1, ...]."""
+    def _pairs(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(2P, 1, S, S) as [clean_0, lesion_0, clean_1, lesion_1, ...] with labels [0, 1, 0, 1, ...];
+        both members of a pair share the clean crop's zone."""
         cfg, rng = self.cfg, self.rng
         lesions = dataclasses.replace(cfg.lesions, contrast_hu=contrast_at(step, cfg))
         conspicuous = dataclasses.replace(cfg.lesions, contrast_hu=cfg.contrast_start_hu)
         xs: list[np.ndarray] = []
+        zs: list[np.ndarray] = []
         while len(xs) < 2 * max(1, cfg.batch_size // 2):
             c = self.data.canvas(int(self.paired_pool[rng.integers(len(self.paired_pool))]), rng, cfg.augment)
             inserted = self._lesion(c, conspicuous if rng.random() < cfg.conspicuous_fraction else lesions)
             if inserted is not None:
                 xs += [c.x, inserted[0]]
-        ys = np.tile([0, 1], len(xs) // 2)
-        return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(ys).long()
+                zs += [self.data.zone(c)] * 2
+        return _as_batch(xs, np.tile([0, 1], len(xs) // 2), zs)
+
+
+def _as_batch(xs: list, ys, zs: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (
+        torch.from_numpy(np.stack(xs)[:, None]),
+        torch.as_tensor(np.asarray(ys), dtype=torch.long),
+        torch.from_numpy(np.stack(zs)[:, None]),
+    )
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -265,8 +277,10 @@ def validation_canvases(
     """Deterministic validation set: every crop once, the label-blind centred cut, a fixed seed.
 
     With ``lesion_cfg``, healthy crops are also returned with an inserted lesion (inside their
-    pancreas where a label map exists) and its mask (``lesion_x``, ``lesion_mask``, ``lesion_clean``,
-    ``lesion_valid``): a same-site control where only the lesion differs.
+    pancreas) and its mask (``lesion_x``, ``lesion_mask``, ``lesion_clean``, ``lesion_valid``,
+    ``lesion_zone``): a same-site control where only the lesion differs. Where some crops have a
+    pancreas label map, only those receive lesions: a lesion dropped anywhere in an unlabelled box
+    (bowel, vessel, fat) is not the pancreatic lesion the classifier is asked to find.
     """
     rng = np.random.default_rng(seed)
     p = data.preprocess
@@ -274,12 +288,14 @@ def validation_canvases(
     out = {
         "x": np.stack([c.x for c in canvases]),
         "valid": np.stack([c.valid for c in canvases]),
+        "zone": np.stack([data.zone(c) for c in canvases]),
         "y": data.labels.copy(),
     }
     if lesion_cfg is not None:
-        les_x, les_m, clean, clean_valid = [], [], [], []
+        les_x, les_m, clean, clean_valid, clean_zone = [], [], [], [], []
+        any_organ = any(c.organ is not None and c.organ.any() for c in canvases)
         for c, y in zip(canvases, out["y"]):
-            if y != 0:
+            if y != 0 or (any_organ and (c.organ is None or not c.organ.any())):
                 continue
             inserted = insert_lesion(c.x, c.valid, rng, p.pixel_spacing_mm, lesion_cfg, p.hu_window, c.organ)
             if inserted is None:
@@ -288,11 +304,13 @@ def validation_canvases(
             les_m.append(inserted[1])
             clean.append(c.x)
             clean_valid.append(c.valid)
+            clean_zone.append(data.zone(c))
         out.update(
             lesion_x=np.stack(les_x),
             lesion_mask=np.stack(les_m),
             lesion_clean=np.stack(clean),
             lesion_valid=np.stack(clean_valid),
+            lesion_zone=np.stack(clean_zone),
         )
     return out
 
@@ -305,8 +323,9 @@ def classifier_probabilities(
     batch: int = 128,
     alpha_bar: torch.Tensor | None = None,
     noise_seed: int = 0,
+    zone: np.ndarray | None = None,
 ) -> np.ndarray:
-    """p(tumor | x_t, t): (B,) for clean canvases x (B, S, S).
+    """p(tumor | x_t, t): (B,) for clean canvases x (B, S, S) with their pancreas zones (B, S, S).
 
     At t > 0 with ``alpha_bar``, x is first noised to x_t (eq. 2) with noise drawn from
     ``noise_seed`` per index, so a crop and its lesioned copy at the same index of two calls get
@@ -325,17 +344,23 @@ def classifier_probabilities(
         tb = torch.full((len(xb),), t, dtype=torch.long, device=device)
         if noise is not None:
             xb = q_sample(xb, tb, noise[start : start + len(xb)].to(device), alpha_bar.to(device).float())
-        probs.append(torch.softmax(classifier(xb, tb).float(), dim=1)[:, TUMOR].cpu().numpy())
+        zb = None if zone is None else torch.from_numpy(np.ascontiguousarray(zone[start : start + batch])).to(device)
+        probs.append(torch.softmax(classifier(xb, tb, zb).float(), dim=1)[:, TUMOR].cpu().numpy())
     return np.concatenate(probs) if probs else np.zeros(0)
 
 
 def paired_auroc(
-    classifier: nn.Module, clean: np.ndarray, lesioned: np.ndarray, t: int = 0, alpha_bar: torch.Tensor | None = None
+    classifier: nn.Module,
+    clean: np.ndarray,
+    lesioned: np.ndarray,
+    t: int = 0,
+    alpha_bar: torch.Tensor | None = None,
+    zone: np.ndarray | None = None,
 ) -> float:
     """AUROC of p(tumor) separating crops from the same crops with a lesion, at noise level t
-    (identical noise for both members of a pair)."""
-    p0 = classifier_probabilities(classifier, clean, t, alpha_bar=alpha_bar)
-    p1 = classifier_probabilities(classifier, lesioned, t, alpha_bar=alpha_bar)
+    (identical noise and the same pancreas zone for both members of a pair)."""
+    p0 = classifier_probabilities(classifier, clean, t, alpha_bar=alpha_bar, zone=zone)
+    p1 = classifier_probabilities(classifier, lesioned, t, alpha_bar=alpha_bar, zone=zone)
     return auroc(np.r_[np.zeros(len(p0)), np.ones(len(p1))], np.r_[p0, p1])
 
 
@@ -397,8 +422,8 @@ def train(
     with reporter.task(f"train {kind}", cfg.iterations, unit="step") as task:
         task.update(step)
         while step < cfg.iterations:
-            x, y = batches.next(step)
-            x, y = x.to(dev), y.to(dev)
+            x, y, zone = batches.next(step)
+            x, y, zone = x.to(dev), y.to(dev), zone.to(dev)
             lr = learning_rate(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -413,7 +438,7 @@ def train(
                         t = sample_timesteps(step, x.shape[0], cfg).to(dev)
                         noise = torch.randn_like(x)
                     x_t = q_sample(x, t, noise, alpha_bar)
-                    per_sample = F.cross_entropy(net(x_t, t).float(), y, reduction="none")
+                    per_sample = F.cross_entropy(net(x_t, t, zone).float(), y, reduction="none")
                     loss = per_sample.mean()
                     losses = per_sample.detach()
                     groups.append([float(losses[y == g].mean()) if (y == g).any() else np.nan for g in (0, 1)])
@@ -450,10 +475,12 @@ def _validate(kind: Kind, model: nn.Module, val: dict, alpha_bar: torch.Tensor) 
     model.eval()
     try:
         if kind == "classifier":
-            out = {"auroc_real_t0": auroc(val["y"], classifier_probabilities(model, val["x"], 0))}
+            out = {"auroc_real_t0": auroc(val["y"], classifier_probabilities(model, val["x"], 0, zone=val["zone"]))}
             if "lesion_x" in val:
                 for t in val.get("t_checks", [0]):
-                    out[f"auroc_paired_t{t}"] = paired_auroc(model, val["lesion_clean"], val["lesion_x"], t, alpha_bar)
+                    out[f"auroc_paired_t{t}"] = paired_auroc(
+                        model, val["lesion_clean"], val["lesion_x"], t, alpha_bar, val["lesion_zone"]
+                    )
             return out
         gen = torch.Generator().manual_seed(0)
         torch.set_grad_enabled(False)

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from ..ctio import read_ct
     from ..demo import sample_data_dir
     from ..pancreas import pancreas_mask
-    from ..preprocess import extract_slices
+    from ..preprocess import extract_slices, pancreas_zones
     from ..weights import init_bundle, load_bundle
 
     bundle = init_bundle(seed=0) if args.random_weights else load_bundle(args.model, "cpu")
@@ -47,18 +47,20 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         cfg = dataclasses.replace(cfg, steps=args.steps)
     sample = sample_data_dir()
     ct = read_ct(sample / "example_ct_sm.nii.gz")
-    batch = extract_slices(ct, pancreas_mask(ct, sample / "pancreas.nii.gz"), bundle.preprocess)
-    x, valid = batch.canvases, batch.valid
+    mask = pancreas_mask(ct, sample / "pancreas.nii.gz")
+    batch = extract_slices(ct, mask, bundle.preprocess)
+    x, valid, zone = batch.canvases, batch.valid, pancreas_zones(mask, batch, bundle.preprocess)
     if args.slices:
-        x, valid = x[: args.slices], valid[: args.slices]
+        x, valid, zone = x[: args.slices], valid[: args.slices], zone[: args.slices]
     sweep = tuple(int(v) for v in args.sweep.split(",") if v.strip())
     solvers = tuple(v.strip() for v in args.solvers.split(",") if v.strip())
     bad = [v for v in solvers if v not in ("ddim", "dpm2m")]
     if bad:
         raise InputError(f"--solvers: unknown solver(s) {', '.join(bad)}; choose ddim and/or dpm2m")
     result = run_benchmark(
-        bundle, x, valid, cfg, sweep, reporter, "bundled sample CT (TotalSegmentator example)", solvers, args.map_kinds
-    )
+        bundle, x, valid, cfg, sweep, reporter, "bundled sample CT (TotalSegmentator example)", solvers, args.map_kinds,
+        zone,
+    )  # fmt: skip
     path = write_benchmark(result, Path(args.out))
     print(table(result))
     reporter.info(f"wrote {path}")

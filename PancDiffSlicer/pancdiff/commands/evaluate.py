@@ -57,7 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales", type=_floats, default=(), help="grid of S, e.g. 0,5,10")
     parser.add_argument("--noises", type=_floats, default=(), help="grid of N, e.g. 200,300")
     parser.add_argument("--thresholds", type=_floats, default=(), help="grid of thresholds, e.g. 0.25,0.35,0.5")
-    parser.add_argument("--zone-margin-mm", type=float, default=5.0, help="pancreas zone: organ mask + this margin")
+    parser.add_argument(
+        "--zone-margin-mm",
+        type=float,
+        default=None,
+        help="pancreas zone: organ mask + this margin (default: the model's margin_mm, 5 mm)",
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, mps or cpu")
     parser.add_argument("--spacing-mm", type=float, default=0.8, help="pixel spacing of the stored crops")
     parser.add_argument(

@@ -60,6 +60,7 @@ class LabelledCanvas:
         slice_index: index along the CT's axial array axis, or -1 when unknown.
         name: unique file stem when written to a slice folder.
         source: where it came from ("MSD_Task07", "simulated", ...).
+        organ: (S, S) bool pancreas (labels 1 and 2) on the canvas, or None where unknown.
     """
 
     canvas: np.ndarray
@@ -70,6 +71,7 @@ class LabelledCanvas:
     slice_index: int = -1
     name: str = ""
     source: str = ""
+    organ: np.ndarray | None = None
 
 
 def list_msd_cases(root: str | Path) -> list[MSDCase]:
@@ -140,6 +142,7 @@ def load_msd_slices(
             raise InputError(f"{case.label}: no pancreas (labels 1 or 2) in this case; remove it from {root}")
         batch = extract_slices(ct, pancreas, cfg)
         tumor = to_canvases((labels == TUMOR).astype(np.float32), batch, order=0) > 0.5
+        organ = to_canvases(pancreas.astype(np.float32), batch, order=0) > 0.5
         dropped = (
             _low_contrast_slices(ct.array, labels, batch.reorientation, cfg, min_deviation) if paper_filter else set()
         )
@@ -153,6 +156,7 @@ def load_msd_slices(
                 LabelledCanvas(
                     canvas=batch.canvases[b], valid=batch.valid[b], tumor=int(tumor[b].any()), mask=tumor[b],
                     case=case.case, slice_index=z, name=f"{case.case}_z{z:04d}_t{tile}", source="MSD_Task07",
+                    organ=organ[b],
                 )
             )  # fmt: skip
     return items
