@@ -173,7 +173,7 @@ def main() -> int:
     network = dataclasses.replace(unet_network, **{f: getattr(c_cfg.network, f) for f in CLASSIFIER_FIELDS})
     classifier = NoisyClassifier(network)
     load_weights_into(classifier, args.classifier / "classifier.safetensors")
-    model_id = args.model_id or f"pancdiff-tc64-{time.strftime('%Y%m%d')}"
+    model_id = args.model_id or f"pancdiff-tc64-{time.strftime('%Y%m%d-%H%M')}"
     bundle = ModelBundle(
         unet.eval(), classifier.eval(), network, schedule, preprocess, DetectConfig(steps=args.steps), model_id
     )
@@ -250,8 +250,9 @@ def main() -> int:
             "healthy": "NIH Pancreas-CT (TCIA)",
             "slices": len(read_manifest(args.data)),
             "assumed_pixel_spacing_mm": spacing,
-            "pixel_labels": "pancreas and tumor outlines (LABELS.md) used for lesion placement, the scoring "
-            "zone and scores only; the classifier never saw a tumor outline or a real tumor slice",
+            "pixel_labels": "pancreas and tumor outlines (LABELS.md): pancreas outlines place the simulated lesions "
+            "and give the scoring zone and the classifier's pooling zone; tumor outlines serve scores only; the "
+            "classifier never saw a tumor outline or a real tumor slice",
         },
         "split": {**split, "tune_cases": tune_cases, "test_cases": test_cases},
         "training": {
@@ -285,7 +286,7 @@ def main() -> int:
         (training / "classifier.json").write_text(json.dumps(c_settings, indent=2) + "\n")
         if d_record:
             (training / "diffusion.json").write_text(
-                json.dumps({k: v for k, v in d_record.items() if k not in ("kind", "steps_done")}, indent=2)
+                json.dumps({k: v for k, v in d_record.items() if k not in ("kind", "steps_done")}, indent=2) + "\n"
             )
         grid_figure(
             bundle, test, (0.0, chosen.scale, 2 * chosen.scale),

@@ -1,21 +1,33 @@
 """Selection measurement (RULE.md): paired AUROC at t = 0 on 3 lesion draws (seeds 100-102) in the
 tuning half's labelled healthy crops, zone pooling. Not the gate set (build_eval_set seed 11)."""
-import dataclasses, json, sys
+
+import dataclasses
+import json
+import sys
 from pathlib import Path
-import numpy as np, torch
+
+import numpy as np
+import torch
+from pancdiff.crop_samples import NO_AUGMENT, CropSampler
 from pancdiff.datasets.slice_folder import load_label_map, load_slice_image, read_manifest, tuning_test_halves
-from pancdiff.crop_samples import CropSampler, NO_AUGMENT
 from pancdiff.lesions import LesionConfig, insert_lesion
+from pancdiff.metrics import auroc
 from pancdiff.networks import NoisyClassifier
 from pancdiff.train import classifier_probabilities
 from pancdiff.weights import load_bundle, load_weights_into
-from pancdiff.metrics import auroc
+
 torch.set_num_threads(1)
 b = load_bundle(None, "cpu")
 split = json.load(open("model_runs/20261125-paired-classifier/split.json"))
 tune, _ = tuning_test_halves(split["val_cases"])
 recs = [r for r in read_manifest("../shared/data/pancreas-tc") if r.case in set(tune) and r.tumor == 0 and r.labels]
-s = CropSampler([load_slice_image(r.path) for r in recs], [0]*len(recs), b.preprocess, 0.8, [load_label_map(r.labels) > 0 for r in recs])
+s = CropSampler(
+    [load_slice_image(r.path) for r in recs],
+    [0] * len(recs),
+    b.preprocess,
+    0.8,
+    [load_label_map(r.labels) > 0 for r in recs],
+)
 canv = [s.canvas(i, np.random.default_rng(i), NO_AUGMENT) for i in range(len(recs))]
 clean, les, zone, size, contrast = [], [], [], [], []
 for rep in range(3):
@@ -23,12 +35,17 @@ for rep in range(3):
     for cv in canv:
         ins = insert_lesion(cv.x, cv.valid, rng, 1.0, LesionConfig(), b.preprocess.hu_window, cv.organ)
         if ins is not None:
-            clean.append(cv.x); les.append(ins[0]); zone.append(s.zone(cv))
+            clean.append(cv.x)
+            les.append(ins[0])
+            zone.append(s.zone(cv))
 clean, les, zone = np.stack(clean), np.stack(les), np.stack(zone)
 y = np.r_[np.zeros(len(clean)), np.ones(len(les))]
 for w in sys.argv[1:]:
     for zoned in (False, True):
         net = dataclasses.replace(b.network, classifier_pooling="lse", classifier_zone=zoned)
-        clf = NoisyClassifier(net); load_weights_into(clf, Path(w)); clf.eval()
-        p0 = classifier_probabilities(clf, clean, 0, zone=zone); p1 = classifier_probabilities(clf, les, 0, zone=zone)
+        clf = NoisyClassifier(net)
+        load_weights_into(clf, Path(w))
+        clf.eval()
+        p0 = classifier_probabilities(clf, clean, 0, zone=zone)
+        p1 = classifier_probabilities(clf, les, 0, zone=zone)
         print(w, "zone" if zoned else "whole", len(clean), round(auroc(y, np.r_[p0, p1]), 4), flush=True)

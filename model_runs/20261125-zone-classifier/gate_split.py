@@ -2,15 +2,21 @@
 
 python model_runs/20261125-zone-classifier/gate_split.py [--zone] WEIGHTS... (from the repository root;
 run at 4efe88b + the network change, before lesions were restricted to labelled crops)."""
-import dataclasses, json, sys
+
+import dataclasses
+import json
+import sys
 from pathlib import Path
-import numpy as np, torch
+
+import numpy as np
+import torch
+from pancdiff.datasets.slice_folder import read_manifest, tuning_test_halves
 from pancdiff.evaluate import build_eval_set
-from pancdiff.train import classifier_probabilities
-from pancdiff.datasets.slice_folder import tuning_test_halves, read_manifest
-from pancdiff.networks import NoisyClassifier
-from pancdiff.weights import load_bundle, load_weights_into
 from pancdiff.metrics import auroc
+from pancdiff.networks import NoisyClassifier
+from pancdiff.train import classifier_probabilities
+from pancdiff.weights import load_bundle, load_weights_into
+
 torch.set_num_threads(1)
 zone = "--zone" in sys.argv
 weights = [a for a in sys.argv[1:] if a != "--zone"]
@@ -31,5 +37,11 @@ for w in weights:
     p1 = classifier_probabilities(b.classifier, sim.x, 0, zone=sim.zone)
     y = np.r_[np.zeros(len(p0)), np.ones(len(p1))]
     for name, m in [("all", np.ones_like(labelled)), ("labelled", labelled), ("unlabelled", ~labelled)]:
-        if m.sum() == 0: continue
-        print(w.split("/")[-1], name, int(m.sum()), round(auroc(np.r_[np.zeros(m.sum()), np.ones(m.sum())], np.r_[p0[m], p1[m]]), 3))
+        if m.sum() == 0:
+            continue
+        print(
+            w.split("/")[-1],
+            name,
+            int(m.sum()),
+            round(auroc(np.r_[np.zeros(m.sum()), np.ones(m.sum())], np.r_[p0[m], p1[m]]), 3),
+        )
