@@ -160,7 +160,8 @@ def main() -> int:
     plot.plot(xs, ys, "o-", color=scene.CANDIDATE_COLOR, markersize=3)
     plot.set_ylim(0, 1)
     plot.set_xlabel("slice (k)", color="white")
-    plot.set_ylabel("p(tumor), uncalibrated", color="white")
+    calibrated = bool(card.get("confidence_calibration"))
+    plot.set_ylabel("p(tumor)" + ("" if calibrated else ", uncalibrated"), color="white")
     plot.tick_params(colors="white")
     figure.text(0.51, 0.965, "PancDiff (3D Slicer module) - research software, not for diagnosis",
                 color="white", fontsize=10, weight="bold")  # fmt: skip
