@@ -105,3 +105,16 @@ def test_detection_on_a_ct_hands_the_classifier_each_canvas_pancreas_zone():
     assert len(calls) == 1 + 2  # confidence, then one gradient per step (one batch)
     for zone in calls:
         assert zone is not None and np.array_equal(zone[:, 0].numpy(), expected)
+
+
+def test_msd_evaluation_scores_and_places_lesions_in_the_pancreas_zone(tmp_path):
+    """MSD canvases carry their organ (labels 1-2): the zone is organ + margin, not the whole box."""
+    from pancdiff.phantom import PhantomConfig, write_phantom_dataset
+
+    root = write_phantom_dataset(
+        tmp_path / "Task07", cases=2, seed=3, tumor_fraction=0.5, cfg=PhantomConfig(shape=(14, 80, 80))
+    )
+    data = build_eval_set(root, init_bundle(seed=0, network=TINY_NETWORK), cases=None)
+    assert not (data.zone & ~data.valid).any() and data.zone.sum() < data.valid.sum()
+    sim = data.lesions["simulated"]
+    assert all(z[m].mean() > 0.9 for z, m in zip(sim.zone, sim.mask)), "lesions lie in the zone"
