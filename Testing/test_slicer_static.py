@@ -181,6 +181,37 @@ def test_bound_ranges_in_the_ui_match_the_parameter_ranges(moduleTree, uiWidgets
             assert ui == ranges[parameter], f"{widget.get('name')}: .ui range {ui} vs parameter {ranges[parameter]}"
 
 
+def test_slider_defaults_are_the_bundled_models_operating_point(moduleTree, uiWidgets):
+    """Parameter node, .ui and DetectionSettings start where the release chose (model.json), so a
+    first Detect runs the validated setting; a new bundle with another operating point fails here."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(MODULE_DIR))
+    from PancDiffSlicerLib.contract import DetectionSettings
+
+    op = json.loads((MODULE_DIR / "Resources" / "Models" / "model.json").read_text())["operating_point"]
+    expected = {
+        "guidanceScale": op["scale"], "noiseLevel": op["noise_level"], "thresholdPercent": 100 * op["threshold"]
+    }  # fmt: skip
+    wrapper = next(
+        n for n in moduleTree.body if isinstance(n, ast.ClassDef) and n.name == "PancDiffSlicerParameterNode"
+    )
+    defaults = {
+        s.target.id: ast.literal_eval(s.value)
+        for s in wrapper.body
+        if isinstance(s, ast.AnnAssign) and s.value and s.target.id in expected
+    }
+    for name, value in expected.items():
+        assert defaults[name] == pytest.approx(value), f"parameter node {name}"
+        widget = next(w for w in uiWidgets.values() if _parameterName(w) == name)
+        props = {p.get("name"): p for p in widget.findall("property")}
+        assert float(props["value"][0].text) == pytest.approx(value), f".ui {widget.get('name')}"
+    settings = DetectionSettings()
+    assert (settings.guidanceScale, settings.noiseLevel) == (op["scale"], op["noise_level"])
+    assert settings.threshold == pytest.approx(op["threshold"])
+
+
 def test_mrml_widgets_receive_the_scene(uiRoot, uiWidgets):
     connected = {
         c.findtext("receiver")

@@ -83,9 +83,9 @@ class DetectionSettings:
         batchSize: slices per batch; 0 lets the engine choose from the free memory.
     """
 
-    guidanceScale: float = 20.0  # defaults: the bundled model card's operating point
-    noiseLevel: int = 200
-    threshold: float = 0.80
+    guidanceScale: float = 5.0  # defaults: the bundled model's operating point (test_slicer_static checks it)
+    noiseLevel: int = 100
+    threshold: float = 0.55
     quality: Quality = Quality.FAST
     device: Device = Device.AUTO
     pancreasSource: PancreasSource = PancreasSource.TOTALSEGMENTATOR_FAST
