@@ -79,9 +79,10 @@ def to_model_input(
     return canvas.astype(np.float32), valid
 
 
-def zone_margin_px(cfg) -> int:
-    """``PreprocessConfig.margin_mm`` in canvas pixels: how far around the organ a tumor may reach."""
-    return int(round(cfg.margin_mm / cfg.pixel_spacing_mm))
+def zone_margin_px(cfg, margin_mm: float | None = None) -> int:
+    """How far around the organ a tumor may reach, in canvas pixels: ``margin_mm`` or, by default,
+    ``PreprocessConfig.margin_mm`` (the zone a zone-pooled classifier was trained on)."""
+    return int(round((cfg.margin_mm if margin_mm is None else margin_mm) / cfg.pixel_spacing_mm))
 
 
 def pancreas_zone(organ: np.ndarray | None, valid: np.ndarray, margin_px: int) -> np.ndarray:

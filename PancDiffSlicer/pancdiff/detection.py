@@ -280,8 +280,8 @@ class Detector:
         start = 0
         while start < len(x):
             xb = torch.from_numpy(x[start : start + batch])[:, None].to(self.device)
-            zb = None if zone is None else torch.from_numpy(np.asarray(zone[start : start + batch], bool))[:, None]
-            zb = None if zb is None else zb.to(self.device)
+            zb = None if zone is None else torch.from_numpy(np.asarray(zone[start : start + len(xb)], bool))
+            zb = None if zb is None else zb[:, None].to(self.device)
             try:
                 p = self.tumor_probability(xb, zb).cpu().numpy() if probs is not None else None
                 t0 = time.monotonic()

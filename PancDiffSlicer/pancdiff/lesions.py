@@ -42,6 +42,15 @@ class LesionConfig:
     organ_margin_mm: float = 3.0
 
 
+def lesion_hosts(candidates, organs) -> np.ndarray:
+    """The ``candidates`` (indices into ``organs``) that may receive a simulated lesion: those with a
+    pancreas mask whenever any has one (a lesion dropped anywhere in an unlabelled box, in bowel,
+    vessel or fat, is not a pancreatic lesion), all of them when none has one."""
+    candidates = np.asarray(candidates, dtype=int)
+    outlined = [i for i in candidates if organs[i] is not None and organs[i].any()]
+    return np.asarray(outlined, dtype=int) if outlined else candidates
+
+
 def insert_lesion(
     image: np.ndarray,
     valid: np.ndarray,

@@ -88,8 +88,9 @@ class NoisyClassifier(DiffusionModelEncoder):
         if cfg.classifier_pooling == "lse":
             # Logits per position, then a smooth max: the tumor logit is the most lesion-like place.
             self.out = nn.Sequential(nn.GroupNorm(cfg.norm_num_groups, width), nn.SiLU(), nn.Conv2d(width, 2, 1))
-            self.pool = LogSumExpPool()
+            self.pool: LogSumExpPool | None = LogSumExpPool()
         else:
+            self.pool = None  # the head pools itself
             self.out = nn.Sequential(
                 nn.GroupNorm(cfg.norm_num_groups, width),
                 nn.SiLU(),
@@ -107,7 +108,7 @@ class NoisyClassifier(DiffusionModelEncoder):
         for block in self.down_blocks:
             h, _ = block(hidden_states=h, temb=emb, context=None)
         h = self.out(h)
-        if not hasattr(self, "pool"):
+        if self.pool is None:
             return h
         where = None
         if self.use_zone and zone is not None:

@@ -29,7 +29,7 @@ from .crop_samples import NO_AUGMENT, AugmentConfig, CropSampler
 from .datasets.slice_folder import load_label_map, load_slice_image, read_manifest, split_cases, tuning_test_halves
 from .diffusion import alpha_bar_schedule, diffusion_loss, q_sample
 from .errors import InputError
-from .lesions import LesionConfig, insert_lesion
+from .lesions import LesionConfig, insert_lesion, lesion_hosts
 from .metrics import auroc
 from .networks import TUMOR, NoisyClassifier, build_unet
 from .progress import QUIET, Reporter
@@ -179,13 +179,12 @@ class _Batches:
         self.data, self.cfg, self.kind, self.rng = data, cfg, kind, rng
         labels = data.labels
         self.by_label = [np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)]
-        with_organ = [i for i in self.by_label[0] if data.organs[i] is not None and data.organs[i].any()]
-        self.paired_pool = np.asarray(with_organ or self.by_label[0], dtype=int)
+        self.paired_pool = lesion_hosts(self.by_label[0], data.organs)
         if kind == "classifier" and cfg.paired and len(self.paired_pool) == 0:
             raise InputError("paired classifier training needs healthy slices (tumor = 0)")
 
-    def next(self, step: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Canvases (B, 1, S, S), labels (B,) and pancreas zones (B, 1, S, S) bool."""
+    def next(self, step: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Canvases (B, 1, S, S), labels (B,) and, for the classifier, pancreas zones (B, 1, S, S) bool."""
         if self.kind == "classifier" and self.cfg.paired:
             return self._pairs(step)
         cfg, rng = self.cfg, self.rng
@@ -208,7 +207,8 @@ class _Batches:
                     c.x, label = inserted[0], 1
             xs.append(c.x)
             ys.append(label)
-            zs.append(self.data.zone(c))
+            if self.kind == "classifier":  # the UNet never looks at a zone
+                zs.append(self.data.zone(c))
         return _as_batch(xs, ys, zs)
 
     def _lesion(self, c, lesions: LesionConfig):
@@ -232,11 +232,11 @@ class _Batches:
         return _as_batch(xs, np.tile([0, 1], len(xs) // 2), zs)
 
 
-def _as_batch(xs: list, ys, zs: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _as_batch(xs: list, ys, zs: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     return (
         torch.from_numpy(np.stack(xs)[:, None]),
         torch.as_tensor(np.asarray(ys), dtype=torch.long),
-        torch.from_numpy(np.stack(zs)[:, None]),
+        torch.from_numpy(np.stack(zs)[:, None]) if zs else None,
     )
 
 
@@ -293,10 +293,8 @@ def validation_canvases(
     }
     if lesion_cfg is not None:
         les_x, les_m, clean, clean_valid, clean_zone = [], [], [], [], []
-        any_organ = any(c.organ is not None and c.organ.any() for c in canvases)
-        for c, y in zip(canvases, out["y"]):
-            if y != 0 or (any_organ and (c.organ is None or not c.organ.any())):
-                continue
+        for i in lesion_hosts(np.flatnonzero(out["y"] == 0), [c.organ for c in canvases]):
+            c = canvases[i]
             inserted = insert_lesion(c.x, c.valid, rng, p.pixel_spacing_mm, lesion_cfg, p.hu_window, c.organ)
             if inserted is None:
                 continue
@@ -304,7 +302,7 @@ def validation_canvases(
             les_m.append(inserted[1])
             clean.append(c.x)
             clean_valid.append(c.valid)
-            clean_zone.append(data.zone(c))
+            clean_zone.append(out["zone"][i])
         out.update(
             lesion_x=np.stack(les_x),
             lesion_mask=np.stack(les_m),
@@ -423,7 +421,8 @@ def train(
         task.update(step)
         while step < cfg.iterations:
             x, y, zone = batches.next(step)
-            x, y, zone = x.to(dev), y.to(dev), zone.to(dev)
+            x, y = x.to(dev), y.to(dev)
+            zone = None if zone is None else zone.to(dev)
             lr = learning_rate(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
