@@ -18,6 +18,7 @@ from pancdiff.diffusion import (
     ddim_encode,
     ddim_move,
     guided_eps,
+    integrated_weight,
     step_grid,
 )
 from pancdiff.networks import HEALTHY, TUMOR
@@ -75,6 +76,54 @@ def test_step_grid_ends_at_the_noise_level_on_the_1000_step_scale():
     assert step_grid(250, 4)[-1] == 250
     with pytest.raises(ValueError):
         step_grid(10, 11)
+
+
+def test_power_grids_put_steps_at_low_t_and_stay_strictly_increasing():
+    assert step_grid(100, 5, 1.0) == step_grid(100, 5)
+    assert step_grid(100, 4, 2.0) == [0, 6, 25, 56, 100]
+    for noise_level, steps, power in [(100, 100, 2.0), (100, 60, 3.0), (7, 7, 4.0), (300, 10, 1.5)]:
+        grid = step_grid(noise_level, steps, power)
+        assert len(grid) == steps + 1 and grid[0] == 0 and grid[-1] == noise_level
+        assert all(b > a for a, b in zip(grid[:-1], grid[1:]))
+    with pytest.raises(ValueError):
+        step_grid(100, 5, 0.5)
+
+
+def _constant_gradient_decode(grid: list[int], guidance_step: str, guidance: str = "noisy") -> torch.Tensor:
+    """Decode with eps = 0 and a constant classifier gradient: only the guidance moves x."""
+    ab = alpha_bar_schedule()
+    zero_eps = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    grad = lambda x, t: torch.ones_like(x)  # noqa: E731
+    x_n = torch.zeros(1, 1, 2, 2)
+    return ddim_decode(x_n, zero_eps, grid, ab, grad, 5.0, guidance, guidance_step=guidance_step)
+
+
+@pytest.mark.parametrize("guidance", ["noisy", "x0"])
+def test_integrated_guidance_weight_is_exact_for_a_fixed_gradient_and_tends_to_algorithm_1(guidance):
+    # With eps = 0, x / sqrt(a) moves by S * w * grad * d(sigma) per step; the integrated weight makes
+    # the sum telescope, so any grid lands where the K = N run does, while Algorithm 1's weight
+    # (sqrt(1 - a_from), the step's largest) overshoots on coarse steps near t = 0.
+    exact = _constant_gradient_decode(step_grid(100, 100), "integrated", guidance)
+    coarse = _constant_gradient_decode(step_grid(100, 3), "integrated", guidance)
+    torch.testing.assert_close(coarse, exact, rtol=1e-4, atol=1e-6)
+    paper_fine = _constant_gradient_decode(step_grid(100, 100), "paper", guidance)
+    paper_coarse = _constant_gradient_decode(step_grid(100, 3), "paper", guidance)
+    assert abs(paper_fine.mean() / exact.mean() - 1) < 0.03  # the K = N runs agree
+    assert abs(paper_coarse.mean() / exact.mean() - 1) > 0.1  # Algorithm 1's coarse steps do not
+    # the extrapolated step equals the integrated one when the gradient does not change
+    torch.testing.assert_close(_constant_gradient_decode(step_grid(100, 3), "extrapolated", guidance), coarse)
+
+
+def test_integrated_weight_matches_a_numerical_integral_of_sqrt_one_minus_a():
+    ab = alpha_bar_schedule().double()
+    a_from, a_to = ab[60], ab[20]
+    sigma = torch.linspace(
+        ((1 - a_to) / a_to).sqrt().item(), ((1 - a_from) / a_from).sqrt().item(), 20001, dtype=torch.float64
+    )
+    w_paper = sigma / (1 + sigma**2).sqrt()  # sqrt(1 - a) as a function of sigma
+    numeric = torch.trapezoid(w_paper, sigma) / (sigma[-1] - sigma[0])
+    torch.testing.assert_close(integrated_weight(a_from, a_to), numeric, rtol=1e-6, atol=0)
+    assert (1 - a_to).sqrt() < integrated_weight(a_from, a_to) < (1 - a_from).sqrt()
 
 
 def test_one_ddim_decoding_and_encoding_step_match_numpy_eqs_13_14():
@@ -247,3 +296,17 @@ def test_asking_for_cuda_without_it_is_a_clear_error():
 
     with pytest.raises(DependencyError, match="cuda"):
         Detector(init_bundle(), DetectConfig(device="cuda"))
+
+
+def test_k_equal_n_is_the_paper_exact_run_whatever_the_fast_setting():
+    from pancdiff.pipeline import resolve_config
+
+    fast = DetectConfig(scale=5.0, noise_level=100, steps=4, grid_power=1.5, guidance_step="extrapolated")
+    assert resolve_config(fast, scale=10.0) == DetectConfig(
+        scale=10.0, noise_level=100, steps=4, grid_power=1.5, guidance_step="extrapolated"
+    )
+    exact = resolve_config(fast, steps=100)
+    assert (exact.grid_power, exact.guidance_step) == (1.0, "paper")
+    assert Detector(init_bundle(seed=0), exact).grid == list(range(101))
+    assert resolve_config(fast, noise_level=3).steps == 3  # K = N again
+    assert resolve_config(fast, noise_level=3).guidance_step == "paper"

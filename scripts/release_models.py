@@ -135,6 +135,11 @@ def main() -> int:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=10, help="fast K, chosen from the benchmark trade-off")
+    p.add_argument("--grid-power", type=float, default=1.0, help="step grid t_k = N (k/K)^power (1 = even)")
+    p.add_argument(
+        "--guidance-step", default="paper", choices=("paper", "integrated", "extrapolated"),
+        help="guidance weight per decode step (pancdiff.diffusion.ddim_decode)",
+    )  # fmt: skip
     p.add_argument("--scales", default="5,20,50")
     p.add_argument("--noises", default="100,200")
     p.add_argument("--guidances", default="noisy,x0")
@@ -174,9 +179,8 @@ def main() -> int:
     classifier = NoisyClassifier(network)
     load_weights_into(classifier, args.classifier / "classifier.safetensors")
     model_id = args.model_id or f"pancdiff-tc64-{time.strftime('%Y%m%d-%H%M')}"
-    bundle = ModelBundle(
-        unet.eval(), classifier.eval(), network, schedule, preprocess, DetectConfig(steps=args.steps), model_id
-    )
+    fast = DetectConfig(steps=args.steps, grid_power=args.grid_power, guidance_step=args.guidance_step)
+    bundle = ModelBundle(unet.eval(), classifier.eval(), network, schedule, preprocess, fast, model_id)
 
     tune_cases, test_cases = tuning_test_halves(split["val_cases"])
     spacing = c_cfg.assumed_spacing_mm
@@ -340,7 +344,8 @@ def card_markdown(card: dict) -> str:
         *[f"- `{name}`: SHA-256 `{digest}`" for name, digest in card["sha256"].items()],
         "",
         "## Operating point (chosen on the tuning half only)",
-        f"- {op['guidance']} guidance, S = {op['scale']}, N = {op['noise_level']}, K = {op['steps']}, "
+        f"- {op['guidance']} guidance, S = {op['scale']}, N = {op['noise_level']}, K = {op['steps']} "
+        f"(grid power {op.get('grid_power', 1.0)}, {op.get('guidance_step', 'paper')} guidance step), "
         f"{op['map_kind']} map, {op['normalization']} normalization, threshold = {op['threshold']}, "
         f"smoothing {op['smooth_sigma_px']} px. Rule: {card['operating_point_selection']['rule']}.",
         f"- Grid searched: guidance {sorted({r['guidance'] for r in grid})}, "
@@ -368,6 +373,7 @@ def card_markdown(card: dict) -> str:
         "--config PancDiffSlicer/Resources/Models/training/classifier.json",
         "python scripts/release_models.py --unet-from <previous bundle> --classifier runs/classifier "
         f"--data ../shared/data/pancreas-tc --out PancDiffSlicer/Resources/Models --steps {op['steps']} "
+        f"--grid-power {op.get('grid_power', 1.0)} --guidance-step {op.get('guidance_step', 'paper')} "
         f"--scales {','.join(f'{s:g}' for s in sorted({r['scale'] for r in grid}) if s > 0)} "
         f"--noises {','.join(str(n) for n in sorted({r['noise_level'] for r in grid}))}",
         "```",

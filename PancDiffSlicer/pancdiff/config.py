@@ -100,6 +100,11 @@ class DetectConfig:
             decoded from the same latent, so the inversion's own error cancels; K more UNet passes).
         solver: "ddim" (the paper's first-order steps) or "dpm2m" (DPM-Solver++(2M): second order,
             same passes, closer to the K = N run at small K).
+        grid_power: step grid t_k = N (k / K)^power: 1 = even (the paper); > 1 puts more steps at
+            low t, where the guidance acts (``pancdiff.diffusion.step_grid``).
+        guidance_step: how a decode step weighs the classifier gradient: "paper" (Algorithm 1),
+            "integrated" or "extrapolated" (``pancdiff.diffusion.ddim_decode``); the last two only
+            remove step-size error, so few steps agree better with the K = N run.
     """
 
     scale: float = 7.0
@@ -117,6 +122,8 @@ class DetectConfig:
     guidance: str = "noisy"
     map_kind: str = "input"
     solver: str = "ddim"
+    grid_power: float = 1.0
+    guidance_step: str = "paper"
 
     def __post_init__(self) -> None:
         if self.scale < 0:
@@ -135,6 +142,10 @@ class DetectConfig:
             raise InputError(f"guidance must be noisy or x0, got {self.guidance!r}")
         if self.solver not in ("ddim", "dpm2m"):
             raise InputError(f"solver must be ddim or dpm2m, got {self.solver!r}")
+        if not 1.0 <= self.grid_power <= 4.0:
+            raise InputError(f"grid power must be in [1, 4], got {self.grid_power}")
+        if self.guidance_step not in ("paper", "integrated", "extrapolated"):
+            raise InputError(f"guidance step must be paper, integrated or extrapolated, got {self.guidance_step!r}")
         if self.map_kind not in ("input", "guidance"):
             raise InputError(f"map kind must be input or guidance, got {self.map_kind!r}")
         if not 0.0 <= self.edge_mm <= 20.0:

@@ -98,7 +98,7 @@ class Detector:
         if self.device.type == "cuda":
             bundle.unet.to(memory_format=torch.channels_last)
         self.alpha_bar = alpha_bar_schedule(bundle.schedule).to(self.device, torch.float32)
-        self.grid = step_grid(cfg.noise_level, cfg.steps)
+        self.grid = step_grid(cfg.noise_level, cfg.steps, cfg.grid_power)
 
     # -- the two networks, as the diffusion maths sees them ------------------------------------
     def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -128,11 +128,12 @@ class Detector:
 
     def encoding_identity(self) -> dict:
         """Everything but the input that ``encode`` depends on (``pancdiff.encoding_cache``'s key):
-        N, K, solver, schedule, the UNet's architecture and weights, and the arithmetic (bf16 autocast
+        N, K, grid power, solver, schedule, the UNet's architecture and weights, and the arithmetic (bf16 autocast
         on CUDA gives other latents than fp32; CPU and MPS agree)."""
         return {
             "noise_level": self.cfg.noise_level,
             "steps": self.cfg.steps,
+            "grid_power": self.cfg.grid_power,
             "solver": self.cfg.solver,
             "schedule": to_dict(self.bundle.schedule),
             "network": to_dict(self.bundle.network),
@@ -159,8 +160,9 @@ class Detector:
         eps = self.eps if on_step is None else _counting(self.eps, on_step)
         grad = (lambda x, t: self.grad_log_healthy(x, t, zone)) if scale > 0 else None
         return ddim_decode(
-            x_n, eps, self.grid, self.alpha_bar, grad, scale, guidance or self.cfg.guidance, self.cfg.solver
-        )
+            x_n, eps, self.grid, self.alpha_bar, grad, scale, guidance or self.cfg.guidance, self.cfg.solver,
+            self.cfg.guidance_step,
+        )  # fmt: skip
 
     def reconstruct(
         self, x: torch.Tensor, on_step: Callable[[], None] | None = None, zone: torch.Tensor | None = None

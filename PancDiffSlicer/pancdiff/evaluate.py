@@ -455,16 +455,18 @@ def choose_operating_point(
     return configs[best], rows
 
 
+OPERATING_POINT_FIELDS = (
+    "scale", "noise_level", "steps", "grid_power", "guidance_step", "threshold", "normalization", "map_scale",
+    "guidance", "map_kind",
+)  # fmt: skip
+
+
 def evaluate(
     bundle: ModelBundle, data: EvalSet, cfg: DetectConfig, reporter: Reporter = QUIET, grid: tuple = ((), (), ())
 ) -> dict:
     """All figures of ``results.json`` at one operating point, plus an optional (S, N, threshold) grid."""
     results: dict = {
-        "operating_point": {
-            k: v
-            for k, v in to_dict(cfg).items()
-            if k in ("scale", "noise_level", "steps", "threshold", "normalization", "map_scale", "guidance", "map_kind")
-        },
+        "operating_point": {k: v for k, v in to_dict(cfg).items() if k in OPERATING_POINT_FIELDS},
         "model_id": bundle.model_id,
         "slices": int(len(data.y)),
         "cases": int(len(set(data.cases))),

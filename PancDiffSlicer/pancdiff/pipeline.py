@@ -180,6 +180,8 @@ def resolve_config(base: DetectConfig, **overrides: Any) -> DetectConfig:
     """The model's operating point with the user's settings on top (None = keep the model's).
 
     A noise level given without steps keeps the model's steps where they fit (K <= N), else K = N.
+    K = N is the paper-exact run: the even grid and Algorithm 1's guidance weight, whatever the
+    model's fast setting uses to approach it with fewer steps.
 
     Raises:
         InputError: the combination is invalid (from ``DetectConfig``'s own check).
@@ -187,7 +189,10 @@ def resolve_config(base: DetectConfig, **overrides: Any) -> DetectConfig:
     given = {k: v for k, v in overrides.items() if v is not None}
     if "noise_level" in given and "steps" not in given:
         given["steps"] = min(base.steps, given["noise_level"])
-    return dataclasses.replace(base, **given)
+    cfg = dataclasses.replace(base, **given)
+    if cfg.steps == cfg.noise_level:
+        cfg = dataclasses.replace(cfg, grid_power=1.0, guidance_step="paper")
+    return cfg
 
 
 def detect_volume(

@@ -18,36 +18,47 @@ from pancdiff.networks import NoisyClassifier
 from pancdiff.train import classifier_probabilities
 from pancdiff.weights import load_bundle, load_weights_into
 
-torch.set_num_threads(1)
-b = load_bundle(None, "cpu")
-split = json.load(open("model_runs/20261125-paired-classifier/split.json"))
-tune, _ = tuning_test_halves(split["val_cases"])
-recs = [r for r in read_manifest("../shared/data/pancreas-tc") if r.case in set(tune) and r.tumor == 0 and r.labels]
-s = CropSampler(
-    [load_slice_image(r.path) for r in recs],
-    [0] * len(recs),
-    b.preprocess,
-    0.8,
-    [load_label_map(r.labels) > 0 for r in recs],
-)
-canv = [s.canvas(i, np.random.default_rng(i), NO_AUGMENT) for i in range(len(recs))]
-clean, les, zone = [], [], []
-for rep in range(3):
-    rng = np.random.default_rng(100 + rep)
-    for cv in canv:
-        ins = insert_lesion(cv.x, cv.valid, rng, 1.0, LesionConfig(), b.preprocess.hu_window, cv.organ)
-        if ins is not None:
-            clean.append(cv.x)
-            les.append(ins[0])
-            zone.append(s.zone(cv))
-clean, les, zone = np.stack(clean), np.stack(les), np.stack(zone)
-y = np.r_[np.zeros(len(clean)), np.ones(len(les))]
-alpha_bar = alpha_bar_schedule(b.schedule)
-for w in sys.argv[1:]:
+
+def lesion_pairs():
+    """(bundle, clean, lesioned, zone): 3 lesion draws in every labelled healthy tuning crop."""
+    b = load_bundle(None, "cpu")
+    split = json.load(open("model_runs/20261125-paired-classifier/split.json"))
+    tune, _ = tuning_test_halves(split["val_cases"])
+    recs = [r for r in read_manifest("../shared/data/pancreas-tc") if r.case in set(tune) and r.tumor == 0 and r.labels]
+    s = CropSampler(
+        [load_slice_image(r.path) for r in recs],
+        [0] * len(recs),
+        b.preprocess,
+        0.8,
+        [load_label_map(r.labels) > 0 for r in recs],
+    )
+    canv = [s.canvas(i, np.random.default_rng(i), NO_AUGMENT) for i in range(len(recs))]
+    clean, les, zone = [], [], []
+    for rep in range(3):
+        rng = np.random.default_rng(100 + rep)
+        for cv in canv:
+            ins = insert_lesion(cv.x, cv.valid, rng, 1.0, LesionConfig(), b.preprocess.hu_window, cv.organ)
+            if ins is not None:
+                clean.append(cv.x)
+                les.append(ins[0])
+                zone.append(s.zone(cv))
+    return b, np.stack(clean), np.stack(les), np.stack(zone)
+
+
+def load_classifier(b, weights):
     clf = NoisyClassifier(dataclasses.replace(b.network, classifier_pooling="lse", classifier_zone=True))
-    load_weights_into(clf, Path(w))
-    clf.eval()
-    for t in (0, 100):
-        p0 = classifier_probabilities(clf, clean, t, alpha_bar=alpha_bar, zone=zone)
-        p1 = classifier_probabilities(clf, les, t, alpha_bar=alpha_bar, zone=zone)
-        print(w, f"t={t}", len(clean), round(auroc(y, np.r_[p0, p1]), 4), flush=True)
+    load_weights_into(clf, Path(weights))
+    return clf.eval()
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    b, clean, les, zone = lesion_pairs()
+    y = np.r_[np.zeros(len(clean)), np.ones(len(les))]
+    alpha_bar = alpha_bar_schedule(b.schedule)
+    for w in sys.argv[1:]:
+        clf = load_classifier(b, w)
+        for t in (0, 100):
+            p0 = classifier_probabilities(clf, clean, t, alpha_bar=alpha_bar, zone=zone)
+            p1 = classifier_probabilities(clf, les, t, alpha_bar=alpha_bar, zone=zone)
+            print(w, f"t={t}", len(clean), round(auroc(y, np.r_[p0, p1]), 4), flush=True)
