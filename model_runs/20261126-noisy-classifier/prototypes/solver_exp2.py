@@ -1,5 +1,5 @@
 # ruff: noqa: E731, E501, E401, E702, B023
-# Prototype (run from the repository root); its output is prototypes/solver_exp2.log. map_fidelity.py redoes the choice set with the library.
+# Prototype (run from the repository root); its output is prototypes/solver_exp2.txt. map_fidelity.py redoes the choice set with the library.
 """Integrated guidance weight: gradient held constant over a step, sqrt(1-a) integrated exactly."""
 
 import dataclasses

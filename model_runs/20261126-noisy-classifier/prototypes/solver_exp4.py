@@ -1,5 +1,5 @@
 # ruff: noqa: E731, E501, E401, E702, B023
-# Prototype (run from the repository root); its output is prototypes/solver_exp4.log. map_fidelity.py redoes the choice set with the library.
+# Prototype (run from the repository root); its output is prototypes/solver_exp4.txt. map_fidelity.py redoes the choice set with the library.
 """Map fidelity on tuning-half canvases (the choice set): few-pass variants vs the paper-exact run."""
 
 import dataclasses
