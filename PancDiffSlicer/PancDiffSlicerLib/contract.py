@@ -23,7 +23,7 @@ CANDIDATES_FILE = "candidates.nii.gz"
 SLICES_FILE = "slices.csv"
 SUMMARY_FILE = "summary.json"
 
-FAST_STEPS = 10
+FAST_STEPS = 4
 """DDIM steps of the "fast" quality (the bundled model's K, see its card); "paper-exact" uses K = N."""
 
 
@@ -85,7 +85,7 @@ class DetectionSettings:
 
     guidanceScale: float = 5.0  # defaults: the bundled model's operating point (test_slicer_static checks it)
     noiseLevel: int = 100
-    threshold: float = 0.55
+    threshold: float = 0.5
     quality: Quality = Quality.FAST
     device: Device = Device.AUTO
     pancreasSource: PancreasSource = PancreasSource.TOTALSEGMENTATOR_FAST

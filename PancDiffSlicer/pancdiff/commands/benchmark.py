@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--noise", type=int, help="noise level N (default: the model's operating point)")
     parser.add_argument("--steps", type=int, help="fast run's K (default: the model's operating point)")
+    parser.add_argument("--grid-power", type=float, help="fast run's step grid power (default: the model's)")
+    parser.add_argument(
+        "--guidance-step", choices=("paper", "integrated", "extrapolated"),
+        help="fast run's guidance weight per step (default: the model's)",
+    )  # fmt: skip
     parser.add_argument("--slices", type=int, default=0, help="use at most this many slices (0 = all)")
     parser.add_argument("--sweep", default="", help="extra K values, e.g. 5,10,20")
     parser.add_argument("--solvers", default="ddim", help="solvers for the sweep: ddim, dpm2m or ddim,dpm2m")
@@ -45,6 +50,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         cfg = dataclasses.replace(cfg, noise_level=args.noise, steps=min(cfg.steps, args.noise))
     if args.steps:
         cfg = dataclasses.replace(cfg, steps=args.steps)
+    if args.grid_power:
+        cfg = dataclasses.replace(cfg, grid_power=args.grid_power)
+    if args.guidance_step:
+        cfg = dataclasses.replace(cfg, guidance_step=args.guidance_step)
     sample = sample_data_dir()
     ct = read_ct(sample / "example_ct_sm.nii.gz")
     mask = pancreas_mask(ct, sample / "pancreas.nii.gz")
