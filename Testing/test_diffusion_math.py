@@ -308,5 +308,7 @@ def test_k_equal_n_is_the_paper_exact_run_whatever_the_fast_setting():
     exact = resolve_config(fast, steps=100)
     assert (exact.grid_power, exact.guidance_step) == (1.0, "paper")
     assert Detector(init_bundle(seed=0), exact).grid == list(range(101))
-    assert resolve_config(fast, noise_level=3).steps == 3  # K = N again
-    assert resolve_config(fast, noise_level=3).guidance_step == "paper"
+    assert resolve_config(fast, noise_level=200).steps == 8  # the model's step size, not its K
+    assert resolve_config(fast, noise_level=250, steps=5).steps == 5
+    assert resolve_config(fast, noise_level=3).steps == 1
+    assert resolve_config(fast, noise_level=3, steps=3).guidance_step == "paper"  # K = N again

@@ -28,11 +28,11 @@ def test_command_line_for_a_given_mask():
     command = contract.detectCommandLine("/slicer/PythonSlicer", "/tmp/ct.nrrd", "/tmp/out", settings, "/tmp/m.nii.gz")
     assert command[:5] == ["/slicer/PythonSlicer", "-m", "pancdiff", "detect", "/tmp/ct.nrrd"]
     assert _option(command, "--pancreas-mask") == "/tmp/m.nii.gz" and _option(command, "--out") == "/tmp/out"
-    assert (_option(command, "--scale"), _option(command, "--noise"), _option(command, "--steps")) == (
-        "4.5",
-        "250",
-        str(contract.FAST_STEPS),
-    )
+    # fast keeps the model's step size (its K at its N) at any N
+    k, n = contract.FAST_STEPS, contract.FAST_NOISE
+    assert (_option(command, "--scale"), _option(command, "--noise")) == ("4.5", "250")
+    assert _option(command, "--steps") == str(math.ceil(k * 250 / n))
+    assert DetectionSettings(noiseLevel=n).steps == k and DetectionSettings(noiseLevel=2 * n).steps == 2 * k
     assert (_option(command, "--threshold"), _option(command, "--device")) == ("0.4", "cpu")
     assert _option(command, "--progress") == "json"
     assert "--totalseg-full" not in command and "--batch-size" not in command and "--encoding-cache" not in command

@@ -188,7 +188,7 @@ def test_slider_defaults_are_the_bundled_models_operating_point(moduleTree, uiWi
     import sys
 
     sys.path.insert(0, str(MODULE_DIR))
-    from PancDiffSlicerLib.contract import FAST_STEPS, DetectionSettings
+    from PancDiffSlicerLib.contract import FAST_NOISE, FAST_STEPS, DetectionSettings
 
     op = json.loads((MODULE_DIR / "Resources" / "Models" / "model.json").read_text())["operating_point"]
     expected = {
@@ -210,7 +210,7 @@ def test_slider_defaults_are_the_bundled_models_operating_point(moduleTree, uiWi
     settings = DetectionSettings()
     assert (settings.guidanceScale, settings.noiseLevel) == (op["scale"], op["noise_level"])
     assert settings.threshold == pytest.approx(op["threshold"])
-    assert FAST_STEPS == op["steps"], "the Fast quality runs the release's K (its grid and guidance step follow)"
+    assert (FAST_STEPS, FAST_NOISE) == (op["steps"], op["noise_level"]), "Fast runs the release's step size"
 
 
 def test_mrml_widgets_receive_the_scene(uiRoot, uiWidgets):

@@ -24,7 +24,9 @@ SLICES_FILE = "slices.csv"
 SUMMARY_FILE = "summary.json"
 
 FAST_STEPS = 4
-"""DDIM steps of the "fast" quality (the bundled model's K, see its card); "paper-exact" uses K = N."""
+FAST_NOISE = 100
+"""The bundled model's K at its N (its card): "fast" keeps that step size at any N (K = ceil(4 N / 100),
+as the engine does when only N is given); "paper-exact" uses K = N."""
 
 
 class PancreasSource(enum.Enum):
@@ -66,7 +68,10 @@ class Quality(enum.Enum):
     PAPER_EXACT = "paperExact"
 
     def label(self) -> str:
-        return {Quality.FAST: f"Fast ({FAST_STEPS} steps)", Quality.PAPER_EXACT: "Paper-exact (K = N steps)"}[self]
+        return {
+            Quality.FAST: f"Fast ({FAST_STEPS} steps per {FAST_NOISE} noise levels)",
+            Quality.PAPER_EXACT: "Paper-exact (K = N steps)",
+        }[self]
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,9 @@ class DetectionSettings:
 
     @property
     def steps(self) -> int:
-        return self.noiseLevel if self.quality == Quality.PAPER_EXACT else min(FAST_STEPS, self.noiseLevel)
+        if self.quality == Quality.PAPER_EXACT:
+            return self.noiseLevel
+        return min(self.noiseLevel, math.ceil(FAST_STEPS * self.noiseLevel / FAST_NOISE))
 
     def rerunKey(self) -> str:
         """Identifies the settings that change the maps (threshold does not: it is display only)."""

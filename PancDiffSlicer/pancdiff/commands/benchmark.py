@@ -9,7 +9,6 @@ default threshold). --sweep 5,10,20 adds more step counts to see the trade-off.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from ..errors import InputError
@@ -41,19 +40,15 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from ..ctio import read_ct
     from ..demo import sample_data_dir
     from ..pancreas import pancreas_mask
+    from ..pipeline import resolve_config
     from ..preprocess import extract_slices, pancreas_zones
     from ..weights import init_bundle, load_bundle
 
     bundle = init_bundle(seed=0) if args.random_weights else load_bundle(args.model, "cpu")
-    cfg = dataclasses.replace(bundle.operating_point, device=args.device)
-    if args.noise:
-        cfg = dataclasses.replace(cfg, noise_level=args.noise, steps=min(cfg.steps, args.noise))
-    if args.steps:
-        cfg = dataclasses.replace(cfg, steps=args.steps)
-    if args.grid_power:
-        cfg = dataclasses.replace(cfg, grid_power=args.grid_power)
-    if args.guidance_step:
-        cfg = dataclasses.replace(cfg, guidance_step=args.guidance_step)
+    cfg = resolve_config(
+        bundle.operating_point, device=args.device, noise_level=args.noise or None, steps=args.steps or None,
+        grid_power=args.grid_power or None, guidance_step=args.guidance_step,
+    )  # fmt: skip
     sample = sample_data_dir()
     ct = read_ct(sample / "example_ct_sm.nii.gz")
     mask = pancreas_mask(ct, sample / "pancreas.nii.gz")
