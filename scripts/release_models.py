@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from pancdiff import __version__
 from pancdiff.calibration import calibration_record, fit_platt, logit_difference
-from pancdiff.config import DetectConfig
+from pancdiff.config import GUIDANCE_STEPS, DetectConfig
 from pancdiff.datasets.slice_folder import read_manifest, tuning_test_halves
 from pancdiff.evaluate import (
     best_allowed,
@@ -137,7 +137,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=10, help="fast K, chosen from the benchmark trade-off")
     p.add_argument("--grid-power", type=float, default=1.0, help="step grid t_k = N (k/K)^power (1 = even)")
     p.add_argument(
-        "--guidance-step", default="paper", choices=("paper", "integrated", "extrapolated"),
+        "--guidance-step", default="paper", choices=GUIDANCE_STEPS,
         help="guidance weight per decode step (pancdiff.diffusion.ddim_decode)",
     )  # fmt: skip
     p.add_argument("--scales", default="5,20,50")

@@ -70,6 +70,10 @@ class PreprocessConfig:
     fill: float = 0.0
 
 
+GUIDANCE_STEPS = ("paper", "integrated", "extrapolated")
+"""How a decode step weighs the classifier gradient (``pancdiff.diffusion.ddim_decode``)."""
+
+
 @dataclass(frozen=True)
 class DetectConfig:
     """One detection run (Algorithm 1 with a step grid).
@@ -144,8 +148,8 @@ class DetectConfig:
             raise InputError(f"solver must be ddim or dpm2m, got {self.solver!r}")
         if not 1.0 <= self.grid_power <= 4.0:
             raise InputError(f"grid power must be in [1, 4], got {self.grid_power}")
-        if self.guidance_step not in ("paper", "integrated", "extrapolated"):
-            raise InputError(f"guidance step must be paper, integrated or extrapolated, got {self.guidance_step!r}")
+        if self.guidance_step not in GUIDANCE_STEPS:
+            raise InputError(f"guidance step must be one of {', '.join(GUIDANCE_STEPS)}, got {self.guidance_step!r}")
         if self.map_kind not in ("input", "guidance"):
             raise InputError(f"map kind must be input or guidance, got {self.map_kind!r}")
         if not 0.0 <= self.edge_mm <= 20.0:

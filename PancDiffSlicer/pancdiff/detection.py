@@ -128,8 +128,8 @@ class Detector:
 
     def encoding_identity(self) -> dict:
         """Everything but the input that ``encode`` depends on (``pancdiff.encoding_cache``'s key):
-        N, K, grid power, solver, schedule, the UNet's architecture and weights, and the arithmetic (bf16 autocast
-        on CUDA gives other latents than fp32; CPU and MPS agree)."""
+        N, K, grid power, solver, schedule, the UNet's architecture and weights, and the arithmetic
+        (bf16 autocast on CUDA gives other latents than fp32; CPU and MPS agree)."""
         return {
             "noise_level": self.cfg.noise_level,
             "steps": self.cfg.steps,

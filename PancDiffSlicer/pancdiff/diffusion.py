@@ -13,11 +13,10 @@ from collections.abc import Callable
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from .config import ScheduleConfig
+from .config import GUIDANCE_STEPS, ScheduleConfig
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 GradFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-GUIDANCE_STEPS = ("paper", "integrated", "extrapolated")
 
 
 def alpha_bar_schedule(cfg: ScheduleConfig = ScheduleConfig()) -> torch.Tensor:
@@ -92,7 +91,7 @@ def integrated_weight(a_from: torch.Tensor, a_to: torch.Tensor, x0_space: bool =
     agree as the step shrinks (K -> N). With ``x0_space`` (guidance on x0_hat, weight sigma) the
     integral is the trapezoid (sigma_from + sigma_to) / 2.
     """
-    s_from, s_to = ((1 - a_from) / a_from).sqrt(), ((1 - a_to) / a_to).sqrt()
+    s_from, s_to = _sigma(a_from), _sigma(a_to)
     if x0_space:
         return (s_from + s_to) / 2
     return (a_from.rsqrt() - a_to.rsqrt()) / (s_from - s_to)
@@ -202,11 +201,13 @@ def ddim_decode(
         eps = eps_model(x, t)
         if grad_fn is None or scale == 0.0:
             return eps
-        x0_hat = predict_x0(x, eps, a_from) if guidance == "x0" else None
-        grad = grad_fn(x0_hat, _timesteps(0, x)) if guidance == "x0" else grad_fn(x, t)
+        if guidance == "x0":
+            grad = grad_fn(predict_x0(x, eps, a_from), _timesteps(0, x))
+        else:
+            grad = grad_fn(x, t)
         if guidance_step == "paper":
             return x0_guided_eps(eps, grad, a_from, scale) if guidance == "x0" else guided_eps(eps, grad, a_from, scale)
-        step = ((1 - a_from) / a_from).sqrt() - ((1 - a_to) / a_to).sqrt()
+        step = _sigma(a_from) - _sigma(a_to)
         used = grad
         if guidance_step == "extrapolated" and previous:
             prev_grad, prev_step = previous[0]
@@ -215,6 +216,11 @@ def ddim_decode(
         return eps - scale * integrated_weight(a_from, a_to, x0_space=guidance == "x0") * used
 
     return _walk(x_n, list(reversed(grid)), eps_at, alpha_bar, solver)
+
+
+def _sigma(a: torch.Tensor) -> torch.Tensor:
+    """sqrt((1 - a) / a): the noise-to-signal ratio a DDIM step is linear in."""
+    return ((1 - a) / a).sqrt()
 
 
 def _timesteps(t: int, x: torch.Tensor) -> torch.Tensor:

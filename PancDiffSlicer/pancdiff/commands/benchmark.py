@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config import GUIDANCE_STEPS
 from ..errors import InputError
 from ..progress import Reporter
 
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="fast run's K (default: the model's operating point)")
     parser.add_argument("--grid-power", type=float, help="fast run's step grid power (default: the model's)")
     parser.add_argument(
-        "--guidance-step", choices=("paper", "integrated", "extrapolated"),
+        "--guidance-step", choices=GUIDANCE_STEPS,
         help="fast run's guidance weight per step (default: the model's)",
     )  # fmt: skip
     parser.add_argument("--slices", type=int, default=0, help="use at most this many slices (0 = all)")
