@@ -81,7 +81,7 @@ def test_command_line_matches_the_engines_detect_options():
     [
         {"guidanceScale": -1},
         {"guidanceScale": 21},
-        {"noiseLevel": 49},
+        {"noiseLevel": 9},
         {"noiseLevel": 601},
         {"threshold": 0.01},
         {"threshold": 0.99},

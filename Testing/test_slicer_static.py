@@ -171,7 +171,7 @@ def test_bound_ranges_in_the_ui_match_the_parameter_ranges(moduleTree, uiWidgets
         if isinstance(statement, ast.AnnAssign) and "WithinRange" in ast.unparse(statement.annotation):
             call = next(n for n in ast.walk(statement.annotation) if isinstance(n, ast.Call))
             ranges[statement.target.id] = tuple(float(ast.literal_eval(a)) for a in call.args)
-    assert ranges["guidanceScale"] == (0, 20) and ranges["noiseLevel"] == (50, 600)
+    assert ranges["guidanceScale"] == (0, 20) and ranges["noiseLevel"] == (10, 600)
     assert ranges["thresholdPercent"] == (5, 95)
     for widget in uiWidgets.values():
         parameter = _parameterName(widget)

@@ -24,8 +24,8 @@ SLICES_FILE = "slices.csv"
 SUMMARY_FILE = "summary.json"
 
 FAST_STEPS = 4
-FAST_NOISE = 100
-"""The bundled model's K at its N (its card): "fast" keeps that step size at any N (K = ceil(4 N / 100),
+FAST_NOISE = 50
+"""The bundled model's K at its N (its card): "fast" keeps that step size at any N (K = ceil(4 N / 50),
 as the engine does when only N is given); "paper-exact" uses K = N."""
 
 
@@ -80,7 +80,7 @@ class DetectionSettings:
 
     Attributes:
         guidanceScale: classifier guidance scale S, 0..20.
-        noiseLevel: noise level N on the 1000-step scale, 50..600.
+        noiseLevel: noise level N on the 1000-step scale, 10..600.
         threshold: fraction of the normalized map that becomes a candidate, 0.05..0.95.
         quality: step grid (fast or paper-exact).
         device: auto, GPU or CPU.
@@ -89,8 +89,8 @@ class DetectionSettings:
     """
 
     guidanceScale: float = 5.0  # defaults: the bundled model's operating point (test_slicer_static checks it)
-    noiseLevel: int = 100
-    threshold: float = 0.5
+    noiseLevel: int = 50
+    threshold: float = 0.35
     quality: Quality = Quality.FAST
     device: Device = Device.AUTO
     pancreasSource: PancreasSource = PancreasSource.TOTALSEGMENTATOR_FAST
@@ -101,8 +101,8 @@ class DetectionSettings:
             raise ValueError(f"Batch size must be >= 0 (0 = automatic), got {self.batchSize}")
         if not 0.0 <= self.guidanceScale <= 20.0:
             raise ValueError(f"Guidance scale must be in 0..20, got {self.guidanceScale}")
-        if not 50 <= self.noiseLevel <= 600:
-            raise ValueError(f"Noise level must be in 50..600, got {self.noiseLevel}")
+        if not 10 <= self.noiseLevel <= 600:
+            raise ValueError(f"Noise level must be in 10..600, got {self.noiseLevel}")
         if not 0.05 <= self.threshold <= 0.95:
             raise ValueError(f"Threshold must be in 5..95 %, got {self.threshold * 100:.0f} %")
 

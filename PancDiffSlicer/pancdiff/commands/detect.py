@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--noise", type=_int_in(1, 999), metavar="N", help="noise level N on the 1000-step scale")
     g.add_argument(
         "--steps", type=_int_in(1, 999), metavar="K",
-        help="DDIM steps K <= N (default: the model's step size, e.g. 4 per 100 noise levels; K = N: paper-exact)",
+        help="DDIM steps K <= N (default: the model's step size, e.g. 4 per 50 noise levels; K = N: paper-exact)",
     )  # fmt: skip
     g.add_argument("--threshold", type=_fraction, metavar="T", help="candidate threshold on the normalized map")
     g.add_argument("--batch-size", type=_int_in(1, 100000), metavar="B", help="slices per batch (default: by memory)")
