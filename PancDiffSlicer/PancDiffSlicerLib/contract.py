@@ -25,8 +25,8 @@ SUMMARY_FILE = "summary.json"
 
 FAST_STEPS = 4
 FAST_NOISE = 50
-"""The bundled model's K at its N (its card): "fast" keeps that step size at any N (K = ceil(4 N / 50),
-as the engine does when only N is given); "paper-exact" uses K = N."""
+"""The bundled model's K at its N (its card): "fast" keeps that step size at any N
+(K = ceil(FAST_STEPS N / FAST_NOISE), as the engine does when only N is given); "paper-exact" uses K = N."""
 
 
 class PancreasSource(enum.Enum):
