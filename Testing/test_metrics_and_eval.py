@@ -162,6 +162,15 @@ def test_operating_point_search_respects_the_false_positive_bound(eval_data):
         assert chosen.map_scale > 0
 
 
+def test_operating_point_search_keeps_the_step_size_across_noise_levels(eval_data):
+    # K is given at the lowest N; a larger N gets proportionally more steps, as detection gives a user
+    bundle, data = eval_data
+    _, rows = choose_operating_point(
+        bundle, data, scales=(2.0,), noises=(6, 12), steps=2, max_fp=0.02, guidances=("noisy",), min_anomalies=(0.0,)
+    )
+    assert {(r["noise_level"], r["steps"]) for r in rows} == {(6, 2), (12, 4)}
+
+
 def test_one_encoding_serves_every_scale(eval_data):
     """The latent depends on N only: maps from the grid equal separate detections per S."""
     bundle, data = eval_data

@@ -134,7 +134,10 @@ def main() -> int:
     p.add_argument("--classifier", type=Path, required=True, help="classifier training run folder")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=10, help="fast K, chosen from the benchmark trade-off")
+    p.add_argument(
+        "--steps", type=int, default=10,
+        help="fast K at the lowest of --noises (the others keep its step size), chosen from the benchmark trade-off",
+    )  # fmt: skip
     p.add_argument("--grid-power", type=float, default=1.0, help="step grid t_k = N (k/K)^power (1 = even)")
     p.add_argument(
         "--guidance-step", default="paper", choices=GUIDANCE_STEPS,
@@ -294,7 +297,7 @@ def main() -> int:
             )
         grid_figure(
             bundle, test, (0.0, chosen.scale, 2 * chosen.scale),
-            tuple(sorted({chosen.noise_level // 2, chosen.noise_level})), chosen.steps,
+            tuple(sorted({chosen.noise_level // 2, chosen.noise_level})), chosen,
             Path(staged, "validation_grid.png"),
         )  # fmt: skip
     print(results_markdown(results))
@@ -372,7 +375,8 @@ def card_markdown(card: dict) -> str:
         "pancdiff train classifier --data ../shared/data/pancreas-tc --out runs/classifier "
         "--config PancDiffSlicer/Resources/Models/training/classifier.json",
         "python scripts/release_models.py --unet-from <previous bundle> --classifier runs/classifier "
-        f"--data ../shared/data/pancreas-tc --out PancDiffSlicer/Resources/Models --steps {op['steps']} "
+        f"--data ../shared/data/pancreas-tc --out PancDiffSlicer/Resources/Models "
+        f"--steps {min(grid, key=lambda r: r['noise_level'])['steps']} "
         f"--grid-power {op.get('grid_power', 1.0)} --guidance-step {op.get('guidance_step', 'paper')} "
         f"--scales {','.join(f'{s:g}' for s in sorted({r['scale'] for r in grid}) if s > 0)} "
         f"--noises {','.join(str(n) for n in sorted({r['noise_level'] for r in grid}))}",

@@ -7,6 +7,7 @@ beside the weights, so inference always rebuilds exactly what was trained.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,11 @@ class DetectConfig:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.device not in ("auto", "cuda", "mps", "cpu") and not self.device.startswith("cuda:"):
             raise InputError(f"device must be auto, cuda, mps or cpu, got {self.device!r}")
+
+    def steps_at(self, noise_level: int) -> int:
+        """K for another noise level at this setting's step size (at most N): fidelity to the
+        paper-exact run was measured per step size, and a fixed K takes coarser steps at larger N."""
+        return min(noise_level, math.ceil(self.steps * noise_level / self.noise_level))
 
 
 def to_dict(cfg: Any) -> dict:

@@ -417,15 +417,18 @@ def choose_operating_point(
     false-positive fraction <= ``max_fp``, over (guidance, map kind, S, N, normalization, evidence
     floor ``min_anomaly``, threshold).
 
-    The calibrated normalization's ``map_scale`` is measured on the same (tuning) healthy slices.
-    Falls back to the best Dice when no setting meets the FP bound. Every map of one N comes from
-    one encoding per slice (the latent does not depend on S).
+    ``steps`` is K at the lowest of ``noises``; the others keep its step size (``steps_at``), as
+    detection does when a user changes N. The calibrated normalization's ``map_scale`` is measured on
+    the same (tuning) healthy slices. Falls back to the best Dice when no setting meets the FP bound.
+    Every map of one N comes from one encoding per slice (the latent does not depend on S).
     """
     h = data.healthy
     rows, configs = [], {}
     sets = list(data.lesions.items())
+    lowest = min(int(n) for n in noises)
+    reference = dataclasses.replace(bundle.operating_point, noise_level=lowest, steps=min(steps, lowest))
     for noise in noises:
-        base = dataclasses.replace(bundle.operating_point, noise_level=int(noise), steps=min(steps, int(noise)))
+        base = dataclasses.replace(reference, noise_level=int(noise), steps=reference.steps_at(int(noise)))
         grids = {
             name: raw_map_grid(bundle, base, les.x, les.valid, scales, guidances, reporter, name, les.zone)
             for name, les in sets
@@ -498,7 +501,7 @@ def evaluate(
         for scale in scales:
             for noise in noises:
                 setting = dataclasses.replace(
-                    cfg, scale=float(scale), noise_level=int(noise), steps=min(cfg.steps, int(noise))
+                    cfg, scale=float(scale), noise_level=int(noise), steps=cfg.steps_at(int(noise))
                 )
                 raw = _setting_maps(bundle, setting, data, reporter)
                 for t in thresholds or (cfg.threshold,):
@@ -590,8 +593,11 @@ def results_markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def grid_figure(bundle: ModelBundle, data: EvalSet, scales, noises, steps: int, path: Path, n_slices: int = 3) -> None:
-    """Like the paper's Figures 2-3: maps of a few lesion slices over a grid of S x N."""
+def grid_figure(
+    bundle: ModelBundle, data: EvalSet, scales, noises, cfg: DetectConfig, path: Path, n_slices: int = 3
+) -> None:
+    """Like the paper's Figures 2-3: maps of a few lesion slices over a grid of S x N (``cfg``'s other
+    settings, its step size at every N)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -605,8 +611,8 @@ def grid_figure(bundle: ModelBundle, data: EvalSet, scales, noises, steps: int, 
         len(pick), len(settings) + 2, figsize=(1.6 * (len(settings) + 2), 1.7 * len(pick)), squeeze=False, dpi=110
     )
     for j, (s, n) in enumerate(settings):
-        cfg = dataclasses.replace(bundle.operating_point, scale=float(s), noise_level=int(n), steps=min(steps, int(n)))
-        maps = zone_maps(Detector(bundle, cfg).detect(x, v, zone=z).anomaly, z, cfg)
+        at = dataclasses.replace(cfg, scale=float(s), noise_level=int(n), steps=cfg.steps_at(int(n)))
+        maps = zone_maps(Detector(bundle, at).detect(x, v, zone=z).anomaly, z, at)
         for i in range(len(pick)):
             axes[i, j + 2].imshow(maps[i], cmap="inferno", vmin=0, vmax=1)
             axes[i, j + 2].contour(m[i], levels=[0.5], colors="cyan", linewidths=0.6)

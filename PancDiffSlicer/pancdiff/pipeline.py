@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -191,7 +190,7 @@ def resolve_config(base: DetectConfig, **overrides: Any) -> DetectConfig:
     """
     given = {k: v for k, v in overrides.items() if v is not None}
     if "noise_level" in given and "steps" not in given:
-        given["steps"] = min(given["noise_level"], math.ceil(base.steps * given["noise_level"] / base.noise_level))
+        given["steps"] = base.steps_at(given["noise_level"])
     cfg = dataclasses.replace(base, **given)
     if cfg.steps == cfg.noise_level:
         cfg = dataclasses.replace(cfg, grid_power=1.0, guidance_step="paper")

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     write_results(results, out)
     scales = args.scales or (0.0, cfg.scale, 2 * cfg.scale)
     noises = tuple(int(n) for n in args.noises) or (cfg.noise_level // 2, cfg.noise_level)
-    grid_figure(bundle, data, scales, noises, cfg.steps, out / "grid.png")
+    grid_figure(bundle, data, scales, noises, cfg, out / "grid.png")
     reporter.info((out / "results.md").read_text())
     args.result = {"results": str(out / "results.json")}
     return 0
