@@ -23,11 +23,6 @@ from .progress import QUIET, Reporter, StepProgress
 from .weights import ModelBundle
 
 
-def paper_exact(cfg: DetectConfig) -> DetectConfig:
-    """The reference run for ``cfg``: K = N even steps, DDIM, Algorithm 1's guidance weight."""
-    return dataclasses.replace(cfg, steps=cfg.noise_level, solver="ddim", grid_power=1.0, guidance_step="paper")
-
-
 def timed_detect(
     bundle: ModelBundle,
     cfg: DetectConfig,
@@ -66,13 +61,13 @@ def run_benchmark(
     by_map_kind: bool = False,
     zone: np.ndarray | None = None,
 ) -> dict:
-    """Time the paper-exact (``paper_exact``) and the fast run on the same slices; compare their maps.
+    """Time the paper-exact (``DetectConfig.paper_exact``) and the fast run on the same slices; compare their maps.
 
     ``sweep`` adds K values (for each of ``solvers``); ``by_map_kind`` adds the agreement of both
     map kinds (the input map and the guidance-difference map) for the same settings; ``zone``
     (B, S, S) the slices' pancreas zones, for a zone-pooled classifier.
     """
-    reference = paper_exact(fast)
+    reference = fast.paper_exact()
     ref_maps, ref_s, ref_evals = timed_detect(
         bundle, reference, x, valid, reporter, f"paper-exact K={reference.steps}", zone
     )
@@ -143,7 +138,7 @@ def agreement_by_map_kind(
         raw = raw_map_grid(bundle, cfg, x, valid, (fast.scale,), (fast.guidance,), reporter, label, zone)
         return {kind: normalize_maps(raw[(fast.guidance, kind, float(fast.scale))], valid, cfg) for kind in MAP_KINDS}
 
-    reference_cfg = paper_exact(fast)
+    reference_cfg = fast.paper_exact()
     reference = maps(reference_cfg)
     rows = []
     for solver in solvers:

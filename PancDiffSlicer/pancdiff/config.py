@@ -164,10 +164,21 @@ class DetectConfig:
         if self.device not in ("auto", "cuda", "mps", "cpu") and not self.device.startswith("cuda:"):
             raise InputError(f"device must be auto, cuda, mps or cpu, got {self.device!r}")
 
-    def steps_at(self, noise_level: int) -> int:
-        """K for another noise level at this setting's step size (at most N): fidelity to the
-        paper-exact run was measured per step size, and a fixed K takes coarser steps at larger N."""
-        return min(noise_level, math.ceil(self.steps * noise_level / self.noise_level))
+    def paper_exact(self) -> DetectConfig:
+        """The reference run for this setting: K = N even steps, DDIM, Algorithm 1's guidance weight."""
+        return dataclasses.replace(
+            self, steps=self.noise_level, solver="ddim", grid_power=1.0, guidance_step="paper"
+        )  # fmt: skip
+
+    def at(self, noise_level: int, steps: int | None = None) -> DetectConfig:
+        """This setting at noise level N with K steps; by default K keeps this setting's step size,
+        ceil(K N / N_self), at most N (fidelity to the paper-exact run was measured per step size, and
+        a fixed K takes coarser steps at a larger N). K = N is the paper-exact run, whatever grid and
+        guidance weight the fast setting uses to approach it with fewer steps."""
+        if steps is None:
+            steps = min(noise_level, math.ceil(self.steps * noise_level / self.noise_level))
+        cfg = dataclasses.replace(self, noise_level=noise_level, steps=steps)
+        return cfg.paper_exact() if steps == noise_level else cfg
 
 
 def to_dict(cfg: Any) -> dict:

@@ -417,7 +417,7 @@ def choose_operating_point(
     false-positive fraction <= ``max_fp``, over (guidance, map kind, S, N, normalization, evidence
     floor ``min_anomaly``, threshold).
 
-    ``steps`` is K at the lowest of ``noises``; the others keep its step size (``steps_at``), as
+    ``steps`` is K at the lowest of ``noises``; the others keep its step size (``DetectConfig.at``), as
     detection does when a user changes N. The calibrated normalization's ``map_scale`` is measured on
     the same (tuning) healthy slices. Falls back to the best Dice when no setting meets the FP bound.
     Every map of one N comes from one encoding per slice (the latent does not depend on S).
@@ -428,7 +428,7 @@ def choose_operating_point(
     lowest = min(int(n) for n in noises)
     reference = dataclasses.replace(bundle.operating_point, noise_level=lowest, steps=min(steps, lowest))
     for noise in noises:
-        base = dataclasses.replace(reference, noise_level=int(noise), steps=reference.steps_at(int(noise)))
+        base = reference.at(int(noise))
         grids = {
             name: raw_map_grid(bundle, base, les.x, les.valid, scales, guidances, reporter, name, les.zone)
             for name, les in sets
@@ -500,9 +500,7 @@ def evaluate(
         rows = []
         for scale in scales:
             for noise in noises:
-                setting = dataclasses.replace(
-                    cfg, scale=float(scale), noise_level=int(noise), steps=cfg.steps_at(int(noise))
-                )
+                setting = dataclasses.replace(cfg.at(int(noise)), scale=float(scale))
                 raw = _setting_maps(bundle, setting, data, reporter)
                 for t in thresholds or (cfg.threshold,):
                     s = score_maps(raw, data, dataclasses.replace(setting, threshold=float(t)))
@@ -611,7 +609,7 @@ def grid_figure(
         len(pick), len(settings) + 2, figsize=(1.6 * (len(settings) + 2), 1.7 * len(pick)), squeeze=False, dpi=110
     )
     for j, (s, n) in enumerate(settings):
-        at = dataclasses.replace(cfg, scale=float(s), noise_level=int(n), steps=cfg.steps_at(int(n)))
+        at = dataclasses.replace(cfg.at(int(n)), scale=float(s))
         maps = zone_maps(Detector(bundle, at).detect(x, v, zone=z).anomaly, z, at)
         for i in range(len(pick)):
             axes[i, j + 2].imshow(maps[i], cmap="inferno", vmin=0, vmax=1)

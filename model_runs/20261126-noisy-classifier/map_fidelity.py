@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import torch
-from pancdiff.benchmark import paper_exact
 from pancdiff.datasets.slice_folder import tuning_test_halves
 from pancdiff.detection import Detector, evaluations_per_slice, normalize_maps
 from pancdiff.evaluate import build_eval_set
@@ -35,7 +34,7 @@ def guidance_map(cfg):
     return normalize_maps(raw, valid, cfg)
 
 
-reference_cfg = paper_exact(op)
+reference_cfg = op.paper_exact()
 reference = guidance_map(reference_cfg)
 passes_ref = evaluations_per_slice(reference_cfg)
 settings = [(10, 1.0, "paper")]  # the K = 10 bundle's setting
