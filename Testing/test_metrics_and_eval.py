@@ -81,6 +81,21 @@ def test_lesion_sizes_and_contrasts_follow_the_config():
     assert (image - out).max() * 400 == pytest.approx(40.0, abs=1.0)  # window width 400 HU
 
 
+def test_bright_lesions_follow_their_share_and_leave_dark_draws_unchanged():
+    image = np.full((64, 64), 0.45, np.float32)
+    valid = np.ones_like(image, bool)
+    signs = []
+    for seed in range(40):
+        out, mask = insert_lesion(image, valid, np.random.default_rng(seed), 1.0, LesionConfig(bright_fraction=0.5))
+        signs.append(np.sign(out[mask].mean() - 0.45))
+        dark, _ = insert_lesion(image, valid, np.random.default_rng(seed), 1.0, LesionConfig(bright_fraction=0.0))
+        default, _ = insert_lesion(image, valid, np.random.default_rng(seed), 1.0)
+        assert np.array_equal(dark, default)  # no extra random draw at 0: seeded evaluation sets stay the same
+    assert 10 <= signs.count(1.0) <= 30 and signs.count(1.0) + signs.count(-1.0) == 40
+    with pytest.raises(ValueError, match="bright_fraction"):
+        LesionConfig(bright_fraction=1.5)
+
+
 @pytest.fixture(scope="module")
 def eval_data(tmp_path_factory):
     folder = write_slice_folder(tmp_path_factory.mktemp("tc"), cases_per_class=2, slices_per_case=2, with_labels=True)

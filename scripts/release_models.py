@@ -304,6 +304,12 @@ def main() -> int:
     return 0
 
 
+def bright_note(lesions: dict) -> str:
+    """How many training lesions were brighter than their surroundings, when any were."""
+    share = lesions.get("bright_fraction", 0.0)
+    return f" ({share:.0%} of lesions brighter than their surroundings, the rest darker)" if share else ""
+
+
 def card_markdown(card: dict) -> str:
     v, op, tr = card["validation"], card["operating_point"], card["training"]
     grid, g = card["operating_point_selection"]["grid"], card["release_gate"]
@@ -338,7 +344,8 @@ def card_markdown(card: dict) -> str:
         f"EMA {tr['diffusion'].get('ema_decay', '?')}.",
         f"- Classifier: {c['steps_done']} steps, batch {c['batch_size']} ({c['batch_size'] // 2} counterfactual "
         f"pairs), lr {c['lr']}, weight decay {c['weight_decay']}, EMA {c['ema_decay']}; lesion contrast "
-        f"{c['contrast_start_hu']} HU fading to {c['lesions']['contrast_hu']} HU over {c['contrast_ramp']} steps; "
+        f"{c['contrast_start_hu']} HU fading to {c['lesions']['contrast_hu']} HU over {c['contrast_ramp']} steps"
+        f"{bright_note(c['lesions'])}; "
         f"t = 0 for {c['t_clean_steps']} steps, then t = t_max u^{c['t_power']} with t_max growing to "
         f"{c['max_timestep']} over {c['t_ramp']} steps, {c['clean_fraction']:.0%} of pairs kept at t = 0.",
         f"- Hardware: {tr['hardware']}.",

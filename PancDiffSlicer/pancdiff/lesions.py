@@ -30,6 +30,9 @@ class LesionConfig:
         heterogeneity: relative depth variation inside the lesion (smooth noise).
         tissue_hu: HU range a lesion centre must lie in (parenchyma, not fat or bright vessel).
         organ_margin_mm: how far beyond the organ mask a lesion may reach (tumors bulge a little).
+        bright_fraction: share of lesions *brighter* than their surroundings by ``contrast_hu``
+            (hyperenhancing tumors: neuroendocrine tumors make up part of MSD's tumor label). At 0
+            no extra random number is drawn, so seeded lesion draws stay what they were.
     """
 
     diameter_mm: tuple[float, float] = (5.0, 30.0)
@@ -40,6 +43,11 @@ class LesionConfig:
     heterogeneity: float = 0.3
     tissue_hu: tuple[float, float] = (0.0, 200.0)
     organ_margin_mm: float = 3.0
+    bright_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.bright_fraction <= 1.0:
+            raise ValueError(f"bright_fraction must be in [0, 1], got {self.bright_fraction}")
 
 
 def lesion_hosts(candidates, organs) -> np.ndarray:
@@ -60,7 +68,8 @@ def insert_lesion(
     hu_window: tuple[float, float] = (-150.0, 250.0),
     organ: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Darken an irregular, soft-edged region centred on parenchyma inside ``valid`` (and ``organ``).
+    """Darken (or, for ``cfg.bright_fraction`` of lesions, brighten) an irregular, soft-edged region
+    centred on parenchyma inside ``valid`` (and ``organ``).
 
     Args:
         image: (H, W) float32 in [0, 1], the windowed slice.
@@ -99,6 +108,8 @@ def insert_lesion(
         return None
     profile /= peak
     contrast = rng.uniform(*cfg.contrast_hu) / width
+    if cfg.bright_fraction > 0 and rng.random() < cfg.bright_fraction:
+        contrast = -contrast
     out = np.where(valid, np.clip(image - contrast * profile, 0.0, 1.0), image).astype(np.float32)
     mask = (profile >= 0.5) & valid
     if not mask.any():
