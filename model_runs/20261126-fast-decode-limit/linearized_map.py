@@ -1,43 +1,29 @@
-# ruff: noqa
 """Rejected idea: the guidance map linearized (no guided decode; classifier gradients on the encoding path,
-weighted by the integral of sqrt(1 - a) d sigma). Stopped after its best case (K = N): r 0.807."""
-import dataclasses, json, sys, time
-import numpy as np, torch
-from pancdiff.datasets.slice_folder import tuning_test_halves
+weighted by the integral of sqrt(1 - a) d sigma), on the choice set of choice_set.py, against the
+paper-exact guidance map at the shipped N = 50.
+python model_runs/20261126-fast-decode-limit/linearized_map.py (repository root)."""
+
+import time
+
+import numpy as np
+import torch
+from choice_set import choice_set, paper_exact
 from pancdiff.detection import Detector, evaluations_per_slice, normalize_maps
-from pancdiff.diffusion import step_grid, ddim_move, _sigma
-from pancdiff.evaluate import build_eval_set
+from pancdiff.diffusion import ddim_move, step_grid
 from pancdiff.metrics import dice, pearson
-from pancdiff.weights import load_bundle
 
-torch.set_num_threads(1)
-bundle = load_bundle(None, "cpu")
-op = dataclasses.replace(bundle.operating_point, map_kind="guidance", guidance="noisy")
-split = json.load(open("model_runs/20261125-paired-classifier/split.json"))
-tune, _ = tuning_test_halves(split["val_cases"])
-data = build_eval_set("../shared/data/pancreas-tc", bundle, set(tune), 0.8, seed=11)
-rng = np.random.default_rng(5)
-picks = [(les, rng.choice(len(les.x), 40, replace=False)) for les in (data.lesions["simulated"], data.lesions["real"])]
-x = np.concatenate([les.x[i] for les, i in picks]).astype(np.float32)
-valid = np.concatenate([les.valid[i] for les, i in picks])
-zone = np.concatenate([les.zone[i] for les, i in picks])
-N = int(sys.argv[1]) if len(sys.argv) > 1 else op.noise_level
-op = op.at(N) if N != op.noise_level else op
-
-def guidance_map(cfg):
-    raw = Detector(bundle, cfg).map_grid(x, valid, [cfg.scale], zone=zone)["anomaly"][("noisy", "guidance", cfg.scale)]
-    return raw
-
+bundle, op, x, valid, zone = choice_set()
+N = op.noise_level
 t0 = time.time()
-ref_cfg = op.paper_exact()
-ref_raw = guidance_map(ref_cfg)
-reference = normalize_maps(ref_raw, valid, op)
-print(f"reference N={N} passes {evaluations_per_slice(ref_cfg)} {time.time()-t0:.0f}s", flush=True)
+ref_raw, reference, _ = paper_exact(bundle, op, x, valid, zone)
+ref_passes = evaluations_per_slice(op.paper_exact())
+print(f"reference N={N} passes {ref_passes} {time.time() - t0:.0f}s", flush=True)
 
 det = Detector(bundle, op)
 ab = det.alpha_bar
 xt = torch.from_numpy(x)[:, None]
 zt = torch.from_numpy(zone)[:, None]
+
 
 def linear_map(K, power, rule):
     grid = step_grid(N, K, power)
@@ -50,7 +36,8 @@ def linear_map(K, power, rule):
     grads = []
     for k, t in enumerate(grid):
         if k == 0 and rule == "right":
-            grads.append(None); continue
+            grads.append(None)
+            continue
         grads.append(det.grad_log_healthy(states[k], torch.full((len(y),), t, dtype=torch.long), zt))
     total = torch.zeros_like(xt)
     for k in range(1, len(grid)):
@@ -61,14 +48,31 @@ def linear_map(K, power, rule):
     passes = K + K + 1  # K UNet (encode), K classifier gradients (+ t=0 gradient with the confidence pass)
     return d[:, 0].abs().numpy(), passes
 
-ref_passes = evaluations_per_slice(ref_cfg)
-for K, power, rule in [(N, 1.0, "right"), (N, 1.0, "trap"), (2, 1.0, "right"), (2, 1.0, "trap"), (3, 1.0, "trap"), (3, 1.5, "trap"), (4, 1.0, "right"), (4, 1.0, "trap"), (4, 1.5, "trap"), (4, 2.0, "trap"), (5, 1.5, "trap")]:
-    if K > N: continue
+
+for K, power, rule in [
+    (N, 1.0, "right"),
+    (N, 1.0, "trap"),
+    (2, 1.0, "right"),
+    (2, 1.0, "trap"),
+    (3, 1.0, "trap"),
+    (3, 1.5, "trap"),
+    (4, 1.0, "right"),
+    (4, 1.0, "trap"),
+    (4, 1.5, "trap"),
+    (4, 2.0, "trap"),
+    (5, 1.5, "trap"),
+]:
+    if K > N:
+        continue
     t0 = time.time()
     raw, passes = linear_map(K, power, rule)
     raw = np.where(valid, raw, 0.0)
     scale = np.quantile(raw[valid], 0.5) / np.quantile(ref_raw[valid], 0.5)
     got = normalize_maps(raw, valid, op)
-    raw_r = pearson(ref_raw[valid], raw[valid])
-    print(f"linear K={K:2d} p{power} {rule:5s} passes {passes:3d} ({ref_passes/passes:4.1f}x) r {pearson(reference[valid], got[valid]):.3f} raw r {raw_r:.3f} "
-          f"Dice {dice(reference >= op.threshold, got >= op.threshold):.3f} median ratio {scale:.3f} {time.time()-t0:.0f}s", flush=True)
+    r, raw_r = pearson(reference[valid], got[valid]), pearson(ref_raw[valid], raw[valid])
+    agree = dice(reference >= op.threshold, got >= op.threshold)
+    print(
+        f"linear K={K:2d} p{power} {rule:5s} passes {passes:3d} ({ref_passes / passes:4.1f}x) r {r:.3f} "
+        f"raw r {raw_r:.3f} Dice {agree:.3f} median ratio {scale:.3f} {time.time() - t0:.0f}s",
+        flush=True,
+    )
