@@ -18,6 +18,7 @@ from pancdiff.evaluate import (
     build_eval_set,
     choose_operating_point,
     evaluate,
+    healthy_false_positives,
     low_attenuation_map,
     peak_in_tumor,
     raw_map_grid,
@@ -124,6 +125,37 @@ def test_evaluation_reports_every_promised_figure(eval_data):
     # the synthetic tumors are dark blobs: the low-attenuation baseline finds them, so the metrics work
     assert r["localization"]["real"]["low_attenuation"]["dice_best_threshold"] > 0.3
     assert "real lesions" in results_markdown(r) and "whole zone marked" in results_markdown(r)
+
+
+def test_healthy_false_positives_are_also_reported_where_the_zone_is_the_pancreas(tmp_path):
+    # one unoutlined healthy slice flagged everywhere (its zone is the whole crop), two outlined ones clean
+    zone = np.ones((3, 8, 8), bool)
+    zone[1:, :4] = False
+    flagged = np.zeros(zone.shape, np.float32)
+    flagged[0] = 1.0
+    fp = healthy_false_positives(flagged, zone, 0.5, np.array([False, True, True]))
+    assert fp["fp_fraction"] == pytest.approx(1 / 3) and fp["fp_fraction_outlined"] == 0.0
+    assert (fp["n_slices"], fp["n_outlined"]) == (3, 2)
+    assert healthy_false_positives(flagged, zone, 0.5, np.zeros(3, bool))["fp_fraction_outlined"] is None
+    # a slice folder whose first healthy crop lost its pancreas outline
+    folder = write_slice_folder(tmp_path / "tc", cases_per_class=2, slices_per_case=2, with_labels=True)
+    manifest = folder / "manifest.csv"
+    lines = manifest.read_text().splitlines()
+    header = lines[0].split(",")
+    first_healthy = next(i for i, line in enumerate(lines[1:], 1) if line.split(",")[header.index("tumor")] == "0")
+    cells = lines[first_healthy].split(",")
+    cells[header.index("labels")] = ""
+    lines[first_healthy] = ",".join(cells)
+    manifest.write_text("\n".join(lines) + "\n")
+    bundle = init_bundle(seed=0, network=TINY_NETWORK)
+    data = build_eval_set(folder, bundle)
+    j = first_healthy - 1
+    assert list(data.has_outline) == [i != j for i in range(len(data.y))]
+    assert np.array_equal(data.zone[j], data.valid[j]) and data.zone[j + 1].sum() < data.valid[j + 1].sum()
+    r = evaluate(bundle, data, DetectConfig(scale=2.0, noise_level=20, steps=2, device="cpu"))
+    assert r["healthy"]["pancdiff"]["n_outlined"] == int(data.healthy.sum()) - 1
+    assert r["healthy"]["low_attenuation"]["fp_fraction_outlined"] is not None
+    assert f"On the {int(data.healthy.sum()) - 1} of {int(data.healthy.sum())} healthy slices" in results_markdown(r)
 
 
 def test_trivial_baselines_match_a_hand_computed_case():
