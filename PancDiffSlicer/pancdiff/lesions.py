@@ -23,7 +23,8 @@ class LesionConfig:
 
     Attributes:
         diameter_mm: effective diameter of the lesion core.
-        contrast_hu: how much darker than the surrounding tissue the lesion core is.
+        contrast_hu: how much darker (or, see ``bright_fraction``, brighter) than the surrounding tissue
+            the lesion core is.
         edge_mm: Gaussian blur of the edge (ill-defined margin).
         elongation: max ratio between the lesion's long and short axes.
         irregularity: amplitude of the low-order radial perturbation (0 = an ellipse).
