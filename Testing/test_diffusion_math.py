@@ -240,6 +240,25 @@ def test_both_networks_receive_true_timesteps_on_a_skipped_grid():
     assert evaluations_per_slice(cfg) == 2 * 15 + 15 + 1
 
 
+def test_decodes_of_one_latent_share_their_first_pass_and_give_the_same_numbers():
+    region = (slice(2, 6), slice(2, 6))
+    x = np.full((2, 8, 8), MU, dtype=np.float32)
+    x[:, region[0], region[1]] = MU - 0.15
+    cfg = DetectConfig(scale=5.0, noise_level=300, steps=15, map_kind="guidance", device="cpu")
+    bundle = _analytic_bundle(region)
+    detector = Detector(bundle, cfg)
+    grid = detector.map_grid(x, None, [0.0, 5.0, 10.0], guidances=("noisy", "x0"), kinds=("guidance",))
+    decodes = 1 + 2 * 2  # the plain one, then 2 scales x 2 guidance kinds
+    assert len(bundle.unet.seen) == 15 + decodes * 15 - (decodes - 1)  # one batch: one call per pass
+    latents = torch.from_numpy(grid["latents"])
+    for guidance, scale in (("noisy", 5.0), ("x0", 10.0), ("noisy", 0.0)):
+        alone = detector.decode(latents, scale, guidance=guidance)[:, 0].numpy()
+        assert np.array_equal(grid["reconstruction"][(guidance, scale)], alone), (guidance, scale)
+    single = _analytic_bundle(region)
+    Detector(single, cfg).detect(x)
+    assert len(single.unet.seen) + 15 + 1 == evaluations_per_slice(cfg) == 2 * 15 + 15 + 14 + 1
+
+
 @pytest.mark.parametrize("guidance", ["noisy", "x0"])
 def test_every_classifier_call_gets_its_canvases_pancreas_zone(guidance):
     """Confidence and guidance both see the zone of the very canvases in the batch (batch 2 of 3)."""

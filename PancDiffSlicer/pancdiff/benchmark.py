@@ -1,7 +1,8 @@
 """Fast detection vs. the paper-exact run, on the same slices and the same model, in one process.
 
 Paper-exact: K = N steps (N encoding + N guided decoding passes + N classifier gradients per slice,
-one slice at a time in the reference code; we batch both runs alike so the ratio is the grid's).
+and N - 1 more for the guidance map's unguided decode, whose first pass the guided one shares; one
+slice at a time in the reference code; we batch both runs alike so the ratio is the grid's).
 """
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ class DetectConfig:
         guidance: "noisy" (the paper: the classifier sees x_t and t) or "x0" (the classifier sees
             the UNet's predicted clean slice at t = 0, where it separates lesions best).
         map_kind: "input" (the paper: |x - x_hat|) or "guidance" (|x_hat_unguided - x_hat|, both
-            decoded from the same latent, so the inversion's own error cancels; K more UNet passes).
+            decoded from the same latent, so the inversion's own error cancels; K - 1 more UNet
+            passes, as the two decodes share their first).
         solver: "ddim" (the paper's first-order steps) or "dpm2m" (DPM-Solver++(2M): second order,
             same passes, closer to the K = N run at small K).
         grid_power: step grid t_k = N (k / K)^power: 1 = even (the paper); > 1 puts more steps at

@@ -51,9 +51,10 @@ class DetectionResult:
 
 
 def evaluations_per_slice(cfg: DetectConfig) -> int:
-    """K encoding + K decoding UNet passes, K classifier gradients when guided, K more UNet passes
-    for the unguided decode of the "guidance" map, 1 confidence pass."""
-    unguided = cfg.steps if cfg.map_kind == "guidance" and cfg.scale > 0 else 0
+    """K encoding + K decoding UNet passes, K classifier gradients when guided, K - 1 more UNet passes
+    for the unguided decode of the "guidance" map (its first pass, eps(x_N, N), is the guided
+    decode's: ``_SharedStart``), 1 confidence pass."""
+    unguided = cfg.steps - 1 if cfg.map_kind == "guidance" and cfg.scale > 0 else 0
     return 2 * cfg.steps + (cfg.steps if cfg.scale > 0 else 0) + unguided + 1
 
 
@@ -153,11 +154,15 @@ class Detector:
         on_step: Callable[[], None] | None = None,
         guidance: str | None = None,
         zone: torch.Tensor | None = None,
+        start: _SharedStart | None = None,
     ) -> torch.Tensor:
         """Reconstruction from the latent, guided toward healthy with scale S (0 = plain); ``guidance``
         overrides the configured kind (an evaluation compares both on one latent); ``zone`` (B, 1, S, S)
-        bool, the pancreas zone for a zone-pooled classifier."""
+        bool, the pancreas zone for a zone-pooled classifier; ``start``, the first pass shared by
+        every decode of ``x_n``."""
         eps = self.eps if on_step is None else _counting(self.eps, on_step)
+        if start is not None:
+            eps = start.wrap(eps)
         grad = (lambda x, t: self.grad_log_healthy(x, t, zone)) if scale > 0 else None
         return ddim_decode(
             x_n, eps, self.grid, self.alpha_bar, grad, scale, guidance or self.cfg.guidance, self.cfg.solver,
@@ -184,16 +189,17 @@ class Detector:
         {("reconstruction", guidance, S) or (guidance, map kind, S): (B, S, S)}, before the support."""
         x_np = xb[:, 0].float().cpu().numpy()
         guided = [s for s in scales if s > 0]
+        start = _SharedStart(x_n)
         plain = None
         if 0.0 in scales or ("guidance" in kinds and guided):
-            plain = self.decode(x_n, 0.0, tick)[:, 0].float().cpu().numpy()
+            plain = self.decode(x_n, 0.0, tick, start=start)[:, 0].float().cpu().numpy()
         out = {}
         for g in guidances:
             if 0.0 in scales:  # S = 0 is one map whatever the guidance or map kind
                 out[("reconstruction", g, 0.0)] = plain
                 out.update({(g, kind, 0.0): np.abs(x_np - plain) for kind in kinds})
             for s in guided:
-                rec = self.decode(x_n, s, tick, guidance=g, zone=zone)[:, 0].float().cpu().numpy()
+                rec = self.decode(x_n, s, tick, guidance=g, zone=zone, start=start)[:, 0].float().cpu().numpy()
                 out[("reconstruction", g, s)] = rec
                 for kind in kinds:  # one channel: the channel sum is the map itself
                     out[(g, kind, s)] = np.abs((plain if kind == "guidance" else x_np) - rec)
@@ -265,7 +271,7 @@ class Detector:
         guided = [s for s in scales if s > 0]
         need_plain = 0.0 in scales or ("guidance" in kinds and bool(guided))
         decodes = int(need_plain) + len(guidances) * len(guided)
-        passes_per_batch = (len(self.grid) - 1) * (int(latents is None) + decodes)
+        passes_per_batch = (len(self.grid) - 1) * (int(latents is None) + decodes) - max(decodes - 1, 0)
         batch = self.cfg.batch_size or self._auto_batch_size()
         total_steps = passes_per_batch * int(np.ceil(len(x) / batch)) if len(x) else 0
         probs = np.empty(len(x), dtype=np.float32) if with_probability else None
@@ -328,6 +334,25 @@ class Detector:
             per_slice = 4 * self.bundle.network.image_size**2 * sum(self.bundle.network.channels) * 24
             return int(max(1, min(512, free // 4 // per_slice)))
         return 64 if self.device.type == "mps" else 32
+
+
+class _SharedStart:
+    """eps_theta(x_N, N), computed once for all decodes of one latent. Every decode's first step asks
+    for exactly it (guidance is added after the network pass), so the unguided decode of the
+    guidance map and each guided decode of an S or guidance grid share that pass; same numbers."""
+
+    def __init__(self, x_n: torch.Tensor) -> None:
+        self.x_n, self.eps = x_n, None
+
+    def wrap(self, eps_fn: Callable) -> Callable:
+        def wrapped(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if x is not self.x_n:
+                return eps_fn(x, t)
+            if self.eps is None:
+                self.eps = eps_fn(x, t)
+            return self.eps
+
+        return wrapped
 
 
 def _counting(fn: Callable, on_call: Callable[[], None]) -> Callable:
