@@ -313,8 +313,13 @@ def test_confidence_names_the_model_its_held_out_auroc_and_uncalibrated():
     auroc = card["validation"]["classifier"]["auroc"]
     assert text.startswith("Tumor probability: 57 % (uncalibrated)")
     assert card["model_id"] in text and f"slice AUROC {auroc:.2f}" in text and "held-out" in text
+    real = card["validation"]["localization"]["real"]
+    chance = 100 * real["trivial"]["peak_in_tumor_chance"]
+    assert f"real MSD tumors Dice {real['pancdiff']['dice']:.2f}" in text and f"(chance {chance:.0f} %)" in text
+    assert "simulated dark lesions Dice" in text
     other = contract.summaryFromDict({"overall_confidence": 0.57, "model_id": "my-own-model"})
     assert "no validation figures" in contract.confidenceText(other, card)
+    assert "Heatmap" not in contract.confidenceText(other, card)  # another model's figures are not quoted
     untrained = contract.summaryFromDict({"overall_confidence": 0.5, "model": {"model_id": "x", "untrained": True}})
     assert "UNTRAINED" in contract.confidenceText(untrained, card)
     calibrated = dict(card, confidence_calibration={"a": 0.5, "b": 0.1, "test": {"ece_calibrated": 0.043}})

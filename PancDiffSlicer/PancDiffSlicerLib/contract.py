@@ -395,9 +395,26 @@ def confidenceText(summary: Summary, card: dict) -> str:
         if validation.get("slices") and validation.get("cases"):
             where = f"{validation['slices']} held-out slices of {validation['cases']} cases"
         text += f": slice AUROC {classifier['auroc']:.2f} on {where}"
+        text += heatmapFigures(validation.get("localization") or {})
     else:
         text += ": no validation figures for this model"
     return text + ". Research only, not for diagnosis."
+
+
+def heatmapFigures(localization: dict) -> str:
+    """What the heatmap found on the card's held-out cases, per lesion set, beside chance: a reader
+    should know that a confident-looking map may be at chance on some tumors."""
+    parts = []
+    for name, label in (("simulated", "simulated dark lesions"), ("real", "real MSD tumors")):
+        found = (localization.get(name) or {}).get("pancdiff") or {}
+        chance = ((localization.get(name) or {}).get("trivial") or {}).get("peak_in_tumor_chance")
+        if found.get("dice") is None:
+            continue
+        part = f"{label} Dice {found['dice']:.2f}"
+        if found.get("peak_in_tumor") is not None and chance is not None:
+            part += f", peak inside {100 * found['peak_in_tumor']:.0f} % (chance {100 * chance:.0f} %)"
+        parts.append(part)
+    return "\nHeatmap on the same cases: " + "; ".join(parts) if parts else ""
 
 
 def writeTabularOutputs(outputDir: str | Path, confidence: float, sliceRows: list[SliceRow]) -> None:
