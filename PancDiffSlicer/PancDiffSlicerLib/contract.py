@@ -406,8 +406,9 @@ def heatmapFigures(localization: dict) -> str:
     should know that a confident-looking map may be at chance on some tumors."""
     parts = []
     for name, label in (("simulated", "simulated dark lesions"), ("real", "real MSD tumors")):
-        found = (localization.get(name) or {}).get("pancdiff") or {}
-        chance = ((localization.get(name) or {}).get("trivial") or {}).get("peak_in_tumor_chance")
+        entry = localization.get(name) or {}
+        found = entry.get("pancdiff") or {}
+        chance = (entry.get("trivial") or {}).get("peak_in_tumor_chance")
         if found.get("dice") is None:
             continue
         part = f"{label} Dice {found['dice']:.2f}"

@@ -74,6 +74,9 @@ class PreprocessConfig:
 GUIDANCE_STEPS = ("paper", "integrated", "extrapolated")
 """How a decode step weighs the classifier gradient (``pancdiff.diffusion.ddim_decode``)."""
 
+GRID_POWERS = (1.0, 4.0)
+"""The range of step-grid powers (``pancdiff.diffusion.step_grid``): 1 is the paper's even grid."""
+
 
 @dataclass(frozen=True)
 class DetectConfig:
@@ -148,8 +151,8 @@ class DetectConfig:
             raise InputError(f"guidance must be noisy or x0, got {self.guidance!r}")
         if self.solver not in ("ddim", "dpm2m"):
             raise InputError(f"solver must be ddim or dpm2m, got {self.solver!r}")
-        if not 1.0 <= self.grid_power <= 4.0:
-            raise InputError(f"grid power must be in [1, 4], got {self.grid_power}")
+        if not GRID_POWERS[0] <= self.grid_power <= GRID_POWERS[1]:
+            raise InputError(f"grid power must be in [{GRID_POWERS[0]:g}, {GRID_POWERS[1]:g}], got {self.grid_power}")
         if self.guidance_step not in GUIDANCE_STEPS:
             raise InputError(f"guidance step must be one of {', '.join(GUIDANCE_STEPS)}, got {self.guidance_step!r}")
         if self.map_kind not in ("input", "guidance"):

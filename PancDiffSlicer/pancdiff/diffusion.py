@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from .config import GUIDANCE_STEPS, ScheduleConfig
+from .config import GRID_POWERS, GUIDANCE_STEPS, ScheduleConfig
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 GradFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -54,8 +54,8 @@ def step_grid(noise_level: int, steps: int, power: float = 1.0) -> list[int]:
     """
     if not 1 <= steps <= noise_level:
         raise ValueError(f"need 1 <= steps <= noise_level, got steps={steps}, noise_level={noise_level}")
-    if not 1.0 <= power <= 4.0:
-        raise ValueError(f"grid power must be in [1, 4], got {power}")
+    if not GRID_POWERS[0] <= power <= GRID_POWERS[1]:
+        raise ValueError(f"grid power must be in [{GRID_POWERS[0]:g}, {GRID_POWERS[1]:g}], got {power}")
     grid = [0]
     for k in range(1, steps + 1):
         t = round(noise_level * (k / steps) ** power)
