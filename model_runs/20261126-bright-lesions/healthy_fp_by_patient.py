@@ -6,19 +6,13 @@ whose zone falls back to the whole crop.
 python model_runs/20261126-bright-lesions/healthy_fp_by_patient.py (repository root)
 """
 
-import json
-
 import numpy as np
-import torch
-from pancdiff.datasets.slice_folder import tuning_test_halves
 from pancdiff.evaluate import build_eval_set, fp_fraction, healthy_false_positives, run_anomaly, zone_maps
-from pancdiff.weights import load_bundle
+from shipped import bundle_and_halves
 
-torch.set_num_threads(1)
-bundle = load_bundle(None, "cpu")
+bundle, tune, test = bundle_and_halves()
 cfg = bundle.operating_point
-split = json.load(open("model_runs/20261125-paired-classifier/split.json"))
-for half, cases in zip(("tuning", "test"), tuning_test_halves(split["val_cases"])):
+for half, cases in zip(("tuning", "test"), (tune, test)):
     data = build_eval_set("../shared/data/pancreas-tc", bundle, set(cases), 0.8, seed=11)
     h = np.flatnonzero(data.healthy)
     maps = zone_maps(run_anomaly(bundle, cfg, data.x[h], data.valid[h], zone=data.zone[h]), data.zone[h], cfg)

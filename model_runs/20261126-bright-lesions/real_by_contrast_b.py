@@ -7,20 +7,15 @@ python model_runs/20261126-bright-lesions/real_by_contrast_b.py B_WEIGHTS (repos
 """
 
 import dataclasses
-import json
 import sys
 
 import numpy as np
-import torch
-from pancdiff.datasets.slice_folder import tuning_test_halves
 from pancdiff.evaluate import build_eval_set, run_anomaly, zone_maps
 from pancdiff.metrics import dice
-from pancdiff.weights import load_bundle, load_weights_into
+from pancdiff.weights import load_weights_into
+from shipped import bundle_and_halves
 
-torch.set_num_threads(1)
-bundle = load_bundle(None, "cpu")
-split = json.load(open("model_runs/20261125-paired-classifier/split.json"))
-tune, _ = tuning_test_halves(split["val_cases"])
+bundle, tune, _ = bundle_and_halves()
 real = build_eval_set("../shared/data/pancreas-tc", bundle, set(tune), 0.8, seed=11).lesions["real"]
 lo, hi = bundle.preprocess.hu_window
 hu = lo + real.x * (hi - lo)

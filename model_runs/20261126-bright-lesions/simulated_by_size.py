@@ -6,21 +6,15 @@ scores (tuning: build_eval_set seed 11; test: seed 22).
 python model_runs/20261126-bright-lesions/simulated_by_size.py [test] (repository root)
 """
 
-import json
 import sys
 
 import numpy as np
-import torch
-from pancdiff.datasets.slice_folder import tuning_test_halves
 from pancdiff.evaluate import build_eval_set, run_anomaly, zone_maps
 from pancdiff.metrics import dice
-from pancdiff.weights import load_bundle
+from shipped import bundle_and_halves
 
-torch.set_num_threads(1)
-bundle = load_bundle(None, "cpu")
+bundle, tune, test = bundle_and_halves()
 cfg = bundle.operating_point
-split = json.load(open("model_runs/20261125-paired-classifier/split.json"))
-tune, test = tuning_test_halves(split["val_cases"])
 half = "test" if sys.argv[1:] == ["test"] else "tuning"
 cases, seed = (test, 22) if half == "test" else (tune, 11)
 sim = build_eval_set("../shared/data/pancreas-tc", bundle, set(cases), 0.8, seed=seed).lesions["simulated"]
