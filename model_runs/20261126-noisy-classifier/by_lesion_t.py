@@ -19,7 +19,7 @@ from pancdiff.train import classifier_probabilities
 from pancdiff.weights import load_bundle, load_weights_into
 
 
-def lesion_pairs():
+def lesion_pairs(lesion_cfg: LesionConfig = LesionConfig()):
     """(bundle, clean, lesioned, zone): 3 lesion draws in every labelled healthy tuning crop."""
     b = load_bundle(None, "cpu")
     split = json.load(open("model_runs/20261125-paired-classifier/split.json"))
@@ -37,7 +37,7 @@ def lesion_pairs():
     for rep in range(3):
         rng = np.random.default_rng(100 + rep)
         for cv in canv:
-            ins = insert_lesion(cv.x, cv.valid, rng, 1.0, LesionConfig(), b.preprocess.hu_window, cv.organ)
+            ins = insert_lesion(cv.x, cv.valid, rng, 1.0, lesion_cfg, b.preprocess.hu_window, cv.organ)
             if ins is not None:
                 clean.append(cv.x)
                 les.append(ins[0])
