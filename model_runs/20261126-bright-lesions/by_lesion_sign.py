@@ -7,12 +7,10 @@ python model_runs/20261126-bright-lesions/by_lesion_sign.py WEIGHTS... (reposito
 
 import sys
 
-import numpy as np
 import torch
 from pancdiff.diffusion import alpha_bar_schedule
 from pancdiff.lesions import LesionConfig
-from pancdiff.metrics import auroc
-from pancdiff.train import classifier_probabilities
+from pancdiff.train import paired_auroc
 
 sys.path.insert(0, "model_runs/20261126-noisy-classifier")
 from by_lesion_t import lesion_pairs, load_classifier  # noqa: E402
@@ -21,11 +19,9 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     for name, bright in (("dark", 0.0), ("bright", 1.0)):
         b, clean, les, zone = lesion_pairs(LesionConfig(bright_fraction=bright))
-        y = np.r_[np.zeros(len(clean)), np.ones(len(les))]
         alpha_bar = alpha_bar_schedule(b.schedule)
         for w in sys.argv[1:]:
             clf = load_classifier(b, w)
             for t in (0, 50):
-                p0 = classifier_probabilities(clf, clean, t, alpha_bar=alpha_bar, zone=zone)
-                p1 = classifier_probabilities(clf, les, t, alpha_bar=alpha_bar, zone=zone)
-                print(f"{name:6s} {w} t={t} pairs {len(clean)} AUROC {auroc(y, np.r_[p0, p1]):.4f}", flush=True)
+                value = paired_auroc(clf, clean, les, t, alpha_bar, zone)
+                print(f"{name:6s} {w} t={t} pairs {len(clean)} AUROC {value:.4f}", flush=True)

@@ -13,9 +13,8 @@ from pancdiff.crop_samples import NO_AUGMENT, CropSampler
 from pancdiff.datasets.slice_folder import load_label_map, load_slice_image, read_manifest, tuning_test_halves
 from pancdiff.diffusion import alpha_bar_schedule
 from pancdiff.lesions import LesionConfig, insert_lesion
-from pancdiff.metrics import auroc
 from pancdiff.networks import NoisyClassifier
-from pancdiff.train import classifier_probabilities
+from pancdiff.train import paired_auroc
 from pancdiff.weights import load_bundle, load_weights_into
 
 
@@ -54,11 +53,8 @@ def load_classifier(b, weights):
 if __name__ == "__main__":
     torch.set_num_threads(1)
     b, clean, les, zone = lesion_pairs()
-    y = np.r_[np.zeros(len(clean)), np.ones(len(les))]
     alpha_bar = alpha_bar_schedule(b.schedule)
     for w in sys.argv[1:]:
         clf = load_classifier(b, w)
         for t in (0, 100):
-            p0 = classifier_probabilities(clf, clean, t, alpha_bar=alpha_bar, zone=zone)
-            p1 = classifier_probabilities(clf, les, t, alpha_bar=alpha_bar, zone=zone)
-            print(w, f"t={t}", len(clean), round(auroc(y, np.r_[p0, p1]), 4), flush=True)
+            print(w, f"t={t}", len(clean), round(paired_auroc(clf, clean, les, t, alpha_bar, zone), 4), flush=True)
