@@ -14,9 +14,11 @@ from pancdiff.datasets.slice_folder import read_manifest
 from pancdiff.detection import Detector
 from pancdiff.errors import InputError
 from pancdiff.evaluate import (
+    EvalSet,
     Lesions,
     build_eval_set,
     choose_operating_point,
+    choose_peak_sigma,
     evaluate,
     healthy_false_positives,
     low_attenuation_map,
@@ -172,6 +174,28 @@ def test_trivial_baselines_match_a_hand_computed_case():
     elsewhere = np.zeros(zone.shape, np.float32)
     elsewhere[0, 3, 3] = 1.0  # in the zone, not in the tumor
     assert peak_in_tumor(peak, mask, zone) == 1.0 and peak_in_tumor(elsewhere, mask, zone) == 0.0
+
+
+def test_peak_smoothing_is_chosen_by_peaks_in_the_tumor_and_prefers_the_smaller_on_a_tie():
+    """Each slice has a large faint tumor and a small bright spot outside it: narrow smoothing peaks on
+    the spot, wide smoothing on the tumor. With tumors only small and bright, every width ties."""
+    zone = np.ones((2, 32, 32), bool)
+    mask = np.zeros_like(zone)
+    mask[:, 4:16, 4:16] = True
+    raw = np.zeros(zone.shape, np.float32)
+    raw[:, 4:16, 4:16] = 0.3
+    raw[:, 23:26, 23:26] = 1.0
+    cfg = DetectConfig(normalization="calibrated", map_scale=0.2, smooth_sigma_px=1.0, min_anomaly=0.0)
+    data = EvalSet(x=raw, valid=zone, zone=zone, y=np.ones(2, int), cases=["a", "b"],
+                   lesions={"real": Lesions("real", raw, zone, mask, zone)})  # fmt: skip
+    sigma, rows = choose_peak_sigma({"real": raw}, data, cfg, (0.0, 1.0, 4.0, 6.0))
+    by = {r["peak_sigma_px"]: r["peak_in_tumor_real"] for r in rows}
+    assert by[0.0] == by[1.0] == 0.0 and by[4.0] == by[6.0] == 1.0 and sigma == 4.0
+    spot = np.zeros_like(mask)
+    spot[:, 23:26, 23:26] = True
+    data.lesions = {"real": Lesions("real", raw, zone, spot, zone)}
+    sigma, rows = choose_peak_sigma({"real": raw}, data, cfg, (0.0, 1.0))
+    assert [r["peak_in_tumor"] for r in rows] == [1.0, 1.0] and sigma == 0.0
 
 
 def test_benchmark_reports_passes_time_and_agreement(eval_data):

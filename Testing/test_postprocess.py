@@ -18,7 +18,7 @@ from pancdiff.ctio import CTVolume
 from pancdiff.errors import InputError
 from pancdiff.markers import ImageGrid, fraction_within
 from pancdiff.pipeline import detect_volume
-from pancdiff.postprocess import AIR_LEVEL, evidence_maps, near_mask, trusted_support
+from pancdiff.postprocess import AIR_LEVEL, evidence_maps, near_mask, peak_evidence, trusted_support
 from pancdiff.preprocess import extract_slices, paste_back
 from pancdiff.weights import bundled_model_dir, init_bundle, load_bundle
 from scipy import ndimage
@@ -124,6 +124,47 @@ def test_evidence_maps_ignore_the_border_and_need_the_floor():
     assert maps[0, 17, 17] == pytest.approx(1.0, abs=0.05)  # the finding is the maximum, not the border
     assert not maps[:, :6].any()
     assert not maps[1].any()  # flat 0.02 everywhere: under the floor, however normalized
+
+
+def test_the_peak_is_the_strongest_anomaly_even_where_the_calibrated_map_saturates():
+    """A calibrated map is clipped at 1.0: a broad plateau and a stronger spot both read 1.0, and the
+    map's argmax is the plateau's first pixel in raster order. The peak must be the spot."""
+    anomaly = np.zeros((1, 32, 32), dtype=np.float32)
+    anomaly[0, 6:14, 6:14] = 0.3  # broad, above map_scale: saturates
+    anomaly[0, 20:23, 20:23] = 0.9  # the strongest evidence
+    trusted = np.ones_like(anomaly, dtype=bool)
+    cfg = DetectConfig(normalization="calibrated", map_scale=0.1, smooth_sigma_px=1.0, min_anomaly=0.0)
+    maps = evidence_maps(anomaly, trusted, cfg)
+    assert maps[0, 9, 9] == maps[0, 21, 21] == 1.0
+    assert np.unravel_index(int(np.argmax(maps[0])), (32, 32))[0] < 14  # the tie goes to the plateau
+    peaks = peak_evidence(anomaly, trusted, maps, cfg)
+    assert np.unravel_index(int(np.argmax(peaks[0])), (32, 32)) == (21, 21)
+    assert not peaks[maps == 0].any()  # never where the map shows nothing
+    # Wider peak smoothing prefers the larger region once its mass outweighs the spot's height.
+    wide = peak_evidence(anomaly, trusted, maps, DetectConfig(**{**cfg.__dict__, "peak_sigma_px": 6.0}))
+    assert np.unravel_index(int(np.argmax(wide[0])), (32, 32))[0] < 14
+
+
+@pytest.mark.parametrize("name", ["smooth_sigma_px", "peak_sigma_px"])
+def test_smoothing_widths_are_checked(name):
+    with pytest.raises(InputError, match=name):
+        DetectConfig(**{name: -1.0})
+    assert DetectConfig(peak_sigma_px=None, smooth_sigma_px=2.0).peak_sigma == 2.0
+    assert DetectConfig(peak_sigma_px=4.0).peak_sigma == 4.0
+
+
+def test_finding_peaks_do_not_depend_on_where_the_calibrated_map_saturates():
+    """Peaks come from the unclipped evidence: the same voxels whether the map is clipped nearly
+    everywhere (tiny map_scale) or nowhere (huge map_scale)."""
+    hu, pancreas = _phantom(40.0)
+    base = {"steps": 2, "noise_level": 20, "min_anomaly": 0.0, "normalization": "calibrated"}
+    saturated = detect_volume(_ct(hu), pancreas, init_bundle(seed=3), {**base, "map_scale": 1e-6})
+    plain = detect_volume(_ct(hu), pancreas, init_bundle(seed=3), {**base, "map_scale": 1e3})
+    assert plain.heatmap.max() < 1.0
+    ties = [(saturated.heatmap[f.slice_index] == 1.0).sum() for f in saturated.findings if f.peak_ijk]
+    assert ties and min(ties) > 1  # the saturated map has many voxels at its maximum
+    assert [f.peak_ijk for f in saturated.findings] == [f.peak_ijk for f in plain.findings]
+    assert any(f.peak_ijk is not None for f in plain.findings)
 
 
 def test_paste_back_with_a_trusted_support_leaves_untrusted_pixels_to_the_other_tile():

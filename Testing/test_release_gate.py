@@ -77,9 +77,18 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
         chosen.guidance, chosen.map_kind, chosen.scale, chosen.threshold
     )  # fmt: skip
     assert len(card["operating_point_selection"]["grid"]) < 200, "one row per setting, not per threshold"
+    peak = card["operating_point_selection"]["peak"]
+    assert (
+        chosen.peak_sigma_px
+        == peak["chosen_peak_sigma_px"]
+        == max(peak["rows"], key=lambda r: (r["peak_in_tumor"], -r["peak_sigma_px"]))["peak_sigma_px"]
+    )
+    assert card["operating_point"]["peak_sigma_px"] == chosen.peak_sigma_px
+    assert card["validation"]["operating_point"]["peak_sigma_px"] == chosen.peak_sigma_px
     for name in ("MODEL_CARD.md", "validation_grid.png", "training/classifier.json", "training/diffusion.json"):
         assert (out / name).is_file(), name
     assert "Release gate" in (out / "MODEL_CARD.md").read_text()
+    assert "Tuning mean peak-in-tumor by sigma: 1 px" in (out / "MODEL_CARD.md").read_text()
     cal = card["confidence_calibration"]
     assert (bundle.calibration.a, bundle.calibration.b) == (cal["a"], cal["b"]) and bundle.calibration.a > 0
     assert {"tuning", "test"} <= set(cal) and "ece_calibrated" in cal["test"]

@@ -88,6 +88,9 @@ class DetectConfig:
         steps: K <= N DDIM steps to reach N (K = N is the paper-exact run).
         threshold: fraction of the normalized map that becomes a candidate.
         smooth_sigma_px: Gaussian smoothing of the map before normalizing (0 = off).
+        peak_sigma_px: Gaussian smoothing of the evidence a slice's peak (its "finding" position) is
+            taken from; None = ``smooth_sigma_px``. The peak is the maximum of the *unclipped*
+            smoothed anomaly, so a calibrated map saturated at 1.0 cannot tie (``postprocess.peak_evidence``).
         normalization: "slice" divides each slice's map by its maximum (the paper: every slice then
             has a candidate); "calibrated" divides by ``map_scale``, a model constant measured on
             healthy validation slices, so values compare across slices and patients.
@@ -121,6 +124,7 @@ class DetectConfig:
     steps: int = 10
     threshold: float = 0.35
     smooth_sigma_px: float = 1.0
+    peak_sigma_px: float | None = None
     normalization: str = "slice"
     map_scale: float = 0.0
     batch_size: int | None = None
@@ -143,6 +147,10 @@ class DetectConfig:
             raise InputError(f"steps must be in 1..noise level ({self.noise_level}), got {self.steps}")
         if not 0.0 < self.threshold < 1.0:
             raise InputError(f"threshold must be a fraction in (0, 1), got {self.threshold}")
+        for name in ("smooth_sigma_px", "peak_sigma_px"):
+            sigma = getattr(self, name)
+            if sigma is not None and not 0.0 <= sigma <= 20.0:
+                raise InputError(f"{name} must be in 0..20 canvas pixels, got {sigma}")
         if self.normalization not in ("slice", "calibrated"):
             raise InputError(f"normalization must be slice or calibrated, got {self.normalization!r}")
         if self.normalization == "calibrated" and not self.map_scale > 0:
@@ -167,6 +175,11 @@ class DetectConfig:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.device not in ("auto", "cuda", "mps", "cpu") and not self.device.startswith("cuda:"):
             raise InputError(f"device must be auto, cuda, mps or cpu, got {self.device!r}")
+
+    @property
+    def peak_sigma(self) -> float:
+        """The smoothing the peak is found at (``peak_sigma_px``, else the map's)."""
+        return self.smooth_sigma_px if self.peak_sigma_px is None else self.peak_sigma_px
 
     def paper_exact(self) -> DetectConfig:
         """The reference run for this setting: K = N even steps, DDIM, Algorithm 1's guidance weight."""

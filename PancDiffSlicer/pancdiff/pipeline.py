@@ -47,7 +47,7 @@ OVERALL_CONFIDENCE_DEFINITION = (
 )
 PEAK_RANKING = (
     "slices with a non-empty map, ranked by tumor probability, then by raw anomaly maximum; "
-    "peak = heatmap maximum in the slice"
+    "peak = strongest voxel of the slice's heatmap, by its unclipped smoothed anomaly (DetectConfig.peak_sigma_px)"
 )
 PANCREAS_COVERAGE_DEFINITION = (
     "fraction of the pancreas mask's voxels where the map is used: inside a canvas support, more than "
@@ -221,7 +221,7 @@ def detect_volume(
         InputError: no slice to analyze, or invalid settings.
     """
     from .detection import Detector
-    from .postprocess import evidence_maps, near_mask, trusted_support
+    from .postprocess import evidence_maps, near_mask, peak_evidence, trusted_support
     from .preprocess import extract_slices, pancreas_zones, paste_back
 
     seconds: dict[str, float] = {}
@@ -262,10 +262,13 @@ def detect_volume(
     del seen
     tile_slice = np.asarray(batch.slice_index, dtype=np.int64)
     tile_anomaly = np.where(trusted, result.anomaly, 0.0).astype(np.float32)
+    peaks = paste_back(peak_evidence(result.anomaly, trusted, tile_maps, cfg), batch, reduce="max", valid=trusted)
+    peaks[heatmap <= 0] = 0.0
     findings = _findings(
         heatmap, candidates, batch.reorientation, np.asarray(batch.lps_index), result.tumor_probability,
-        tile_anomaly, grid,
+        tile_anomaly, grid, peaks,
     )  # fmt: skip
+    del peaks
     seconds["paste_back"] = time.monotonic() - t0
     return VolumeDetection(
         heatmap=heatmap,
@@ -342,13 +345,17 @@ def _findings(
     tile_probability: np.ndarray,
     tile_anomaly: np.ndarray,
     grid: ImageGrid,
+    peaks: np.ndarray | None = None,
 ) -> list[SliceFinding]:
     """Per analyzed slice: tile maxima, heatmap peak and its position.
 
     Slices are taken in the radiological view (its axis 0 is the axial axis whatever order the
-    scanner stored the voxels in), and peaks are mapped back to the CT's own voxel index.
+    scanner stored the voxels in), and peaks are mapped back to the CT's own voxel index. The peak is
+    the maximum of ``peaks`` (``postprocess.peak_evidence`` pasted back: unclipped, so a heatmap
+    saturated at 1.0 over many voxels still has one strongest voxel), of the heatmap where None.
     """
     heat_view, cand_view = reorientation.apply(heatmap), reorientation.apply(candidates)
+    peak_view = heat_view if peaks is None else reorientation.apply(peaks)
     tile_anomaly_max = np.asarray(tile_anomaly).reshape(len(tile_view), -1).max(axis=1)
     out = []
     for z in np.unique(tile_view):
@@ -356,7 +363,8 @@ def _findings(
         plane = heat_view[z]
         peak_ijk = peak_lps = peak_rc = None
         if plane.max() > 0:
-            r, c = np.unravel_index(int(np.argmax(plane)), plane.shape)
+            source = peak_view[z] if peak_view[z].max() > 0 else plane
+            r, c = np.unravel_index(int(np.argmax(source)), plane.shape)
             peak_rc = (int(r), int(c))
             peak_ijk = _view_to_ijk(reorientation, heatmap.shape, (int(z), int(r), int(c)))
             peak_lps = tuple(float(v) for v in grid.index_to_lps(np.array(peak_ijk))[0])

@@ -18,10 +18,11 @@ base = bundle.operating_point
 scales = (0.0, 5.0, 10.0, 20.0)
 out = {}
 h = tune.healthy
-sets = {**{n: (l.x, l.valid, l.zone) for n, l in tune.lesions.items()}, "healthy": (tune.x[h], tune.valid[h], tune.zone[h])}
+sets = {n: (les.x, les.valid, les.zone) for n, les in tune.lesions.items()}
+sets["healthy"] = (tune.x[h], tune.valid[h], tune.zone[h])
 for name, (x, valid, zone) in sets.items():
     grid = raw_map_grid(bundle, base, x, valid, scales, ("noisy",), label=name, zone=zone)
-    for (g, kind, s), m in grid.items():
+    for (_guidance, kind, s), m in grid.items():
         out[f"{name}|{kind}|{s:g}"] = m
     print(name, len(x), f"{time.time() - t0:.0f}s", flush=True)
 for n, les in tune.lesions.items():
