@@ -28,7 +28,7 @@ from pancdiff.evaluate import (
     trivial_baselines,
 )
 from pancdiff.lesions import LesionConfig, insert_lesion
-from pancdiff.metrics import auroc, average_precision, dice, pearson
+from pancdiff.metrics import auroc, average_precision, case_interval, dice, pearson
 from pancdiff.weights import init_bundle
 from scipy import ndimage
 
@@ -106,6 +106,18 @@ def eval_data(tmp_path_factory):
     return bundle, build_eval_set(folder, bundle)
 
 
+def test_case_intervals_resample_patients_not_slices():
+    # two patients, one all 0, one all 1: resampling patients sees 0, 0.5 or 1 (interval 0-1); twenty
+    # slices each resampled as if independent would give a narrow interval around 0.5
+    values, cases = np.r_[np.zeros(20), np.ones(20)], ["a"] * 20 + ["b"] * 20
+    assert case_interval(values, cases) == (0.0, 1.0)
+    lo, hi = case_interval(values, [str(i) for i in range(40)])
+    assert 0.3 < lo < 0.5 < hi < 0.7
+    # the statistic is the slice-weighted mean, as the point figure; NaN slices (no zone) are left out
+    assert case_interval(np.r_[0.2, 0.2, np.nan], ["a", "b", "b"]) == pytest.approx((0.2, 0.2))
+    assert case_interval(np.array([np.nan]), ["a"])[0] != case_interval(np.array([np.nan]), ["a"])[0]
+
+
 def test_evaluation_reports_every_promised_figure(eval_data):
     bundle, data = eval_data
     assert set(data.lesions) == {"real", "simulated"}
@@ -120,8 +132,16 @@ def test_evaluation_reports_every_promised_figure(eval_data):
         for key in ("dice", "auprc", "dice_best_threshold", "peak_in_tumor"):
             assert 0.0 <= loc["pancdiff"][key] <= 1.0
         assert loc["pancdiff"]["dice_best_threshold"] >= loc["pancdiff"]["dice"]
+        lesions = data.lesions[name]
+        assert loc["pancdiff"]["n_cases"] == len(set(lesions.cases)) and len(lesions.cases) == len(lesions)
+        for key in ("dice", "peak_in_tumor"):
+            lo, hi = loc["pancdiff"][f"{key}_ci"]
+            assert 0.0 <= lo <= loc["pancdiff"][key] <= hi <= 1.0, key
         assert 0.0 < loc["trivial"]["prevalence"] < 1.0
-    assert 0.0 <= r["healthy"]["pancdiff"]["fp_fraction"] <= 1.0
+    healthy = r["healthy"]["pancdiff"]
+    assert 0.0 <= healthy["fp_fraction_ci"][0] <= healthy["fp_fraction"] <= healthy["fp_fraction_ci"][1] <= 1.0
+    assert healthy["n_cases"] == len({c for c, y in zip(data.cases, data.y) if y == 0})
+    assert "patients are resampled" in results_markdown(r) and "95 % interval over" in results_markdown(r)
     assert r["operating_point"]["scale"] == 2.0 and r["operating_point"]["guidance"] == "noisy"
     assert len(r["grid"]) == 2
     # the synthetic tumors are dark blobs: the low-attenuation baseline finds them, so the metrics work

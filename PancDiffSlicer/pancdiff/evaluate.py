@@ -28,7 +28,7 @@ from .detection import Detector, normalize_per_slice, smooth_maps
 from .diffusion import alpha_bar_schedule
 from .errors import InputError
 from .lesions import LesionConfig, insert_lesion, lesion_hosts
-from .metrics import auroc, average_precision, dice
+from .metrics import auroc, average_precision, case_interval, dice
 from .postprocess import evidence_maps, peak_evidence
 from .progress import QUIET, Reporter, StepProgress
 from .train import classifier_probabilities, paired_auroc
@@ -46,6 +46,7 @@ class Lesions:
         kind: "real" (outlines from the data) or "simulated" (inserted into healthy slices).
         zone: where maps are scored (pancreas + margin where known, else the support).
         clean: the same slices without the lesion (simulated only), else None.
+        cases: the patient of each slice (for intervals that resample patients), or None.
     """
 
     kind: str
@@ -54,6 +55,7 @@ class Lesions:
     mask: np.ndarray
     zone: np.ndarray
     clean: np.ndarray | None = None
+    cases: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -138,8 +140,9 @@ def build_eval_set(
     found = {}
     real = [i for i, m in enumerate(outlines) if m is not None and m.any()]
     if real:
-        found["real"] = Lesions("real", x[real], valid[real], np.stack([outlines[i] for i in real]), zone[real])
-    simulated = _simulate(x, valid, zone, organ_c, y, rng, lesions, bundle)
+        drawn = np.stack([outlines[i] for i in real])
+        found["real"] = Lesions("real", x[real], valid[real], drawn, zone[real], cases=[records[i].case for i in real])
+    simulated = _simulate(x, valid, zone, organ_c, y, rng, lesions, bundle, [r.case for r in records])
     if simulated is not None:
         found["simulated"] = simulated
     if not found:
@@ -153,7 +156,7 @@ def build_eval_set(
     )  # fmt: skip
 
 
-def _simulate(x, valid, zone, organs, y, rng, cfg: LesionConfig, bundle: ModelBundle) -> Lesions | None:
+def _simulate(x, valid, zone, organs, y, rng, cfg: LesionConfig, bundle: ModelBundle, cases=None) -> Lesions | None:
     """Healthy slices with a lesion inside their pancreas, in the slices ``lesion_hosts`` allows (scored
     in unlabelled boxes it measured the wrong task: tuning half, the 20 unlabelled crops scored
     paired AUROC 0.54 against 0.84 on the 89 labelled ones)."""
@@ -167,7 +170,8 @@ def _simulate(x, valid, zone, organs, y, rng, cfg: LesionConfig, bundle: ModelBu
             lm.append(inserted[1])
     if not keep:
         return None
-    return Lesions("simulated", np.stack(lx), valid[keep], np.stack(lm), zone[keep], x[keep])
+    kept_cases = None if cases is None else [cases[i] for i in keep]
+    return Lesions("simulated", np.stack(lx), valid[keep], np.stack(lm), zone[keep], x[keep], kept_cases)
 
 
 def msd_eval_set(
@@ -198,8 +202,10 @@ def msd_eval_set(
     tumor = np.flatnonzero([m.any() for m in masks])
     if len(tumor) == 0:
         raise InputError(f"{root}: no tumor voxels (label 2) in the requested cases")
-    found = {"real": Lesions("real", x[tumor], valid[tumor], masks[tumor], zone[tumor])}
-    simulated = _simulate(x, valid, zone, organs, y, np.random.default_rng(seed), lesions, bundle)
+    case_of = [i.case for i in items]
+    real = Lesions("real", x[tumor], valid[tumor], masks[tumor], zone[tumor], cases=[case_of[i] for i in tumor])
+    found = {"real": real}
+    simulated = _simulate(x, valid, zone, organs, y, np.random.default_rng(seed), lesions, bundle, case_of)
     if simulated is not None:
         found["simulated"] = simulated
     return EvalSet(
@@ -278,32 +284,54 @@ def zone_maps(raw: np.ndarray, zone: np.ndarray, cfg: DetectConfig) -> np.ndarra
 
 
 def segmentation_metrics(
-    normalized: np.ndarray, masks: np.ndarray, zone: np.ndarray, threshold: float, peaks: np.ndarray | None = None
+    normalized: np.ndarray,
+    masks: np.ndarray,
+    zone: np.ndarray,
+    threshold: float,
+    peaks: np.ndarray | None = None,
+    cases: list[str] | None = None,
 ) -> dict:
     """Dice at ``threshold`` and at the best threshold (an upper bound), pixel AUPRC in the zone,
     and how often the map's peak lands in the tumor (the maximum of ``peaks``, the slices'
-    ``postprocess.peak_evidence``, as detection finds it; of the map itself where None)."""
+    ``postprocess.peak_evidence``, as detection finds it; of the map itself where None). With the
+    slices' ``cases``: 95 % intervals of Dice and peak-in-tumor that resample whole patients."""
     dices = {t: float(np.mean([dice((m >= t) & z, g) for m, g, z in zip(normalized, masks, zone)])) for t in THRESHOLDS}
     best = max(dices, key=dices.get)
-    return {
-        "dice": float(np.mean([dice((m >= threshold) & z, g) for m, g, z in zip(normalized, masks, zone)])),
+    at_threshold = np.array([dice((m >= threshold) & z, g) for m, g, z in zip(normalized, masks, zone)])
+    hits = peak_hits(normalized if peaks is None else peaks, masks, zone)
+    out = {
+        "dice": float(np.mean(at_threshold)),
         "auprc": average_precision(masks[zone], normalized[zone]),
         "dice_best_threshold": dices[best],
         "best_threshold": float(best),
-        "peak_in_tumor": peak_in_tumor(normalized if peaks is None else peaks, masks, zone),
+        "peak_in_tumor": _nanmean(hits),
         "n_slices": int(len(masks)),
     }
+    if cases is not None:
+        out.update(
+            dice_ci=case_interval(at_threshold, cases), peak_in_tumor_ci=case_interval(hits, cases),
+            n_cases=len(set(cases)),
+        )  # fmt: skip
+    return out
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(np.nanmean(values)) if (~np.isnan(values)).any() else float("nan")
+
+
+def peak_hits(maps: np.ndarray, masks: np.ndarray, zone: np.ndarray) -> np.ndarray:
+    """Per slice: 1.0 where the strongest zone pixel is a tumor pixel, 0.0 where not, NaN without a zone."""
+    hits = np.full(len(maps), np.nan)
+    for i, (m, g, z) in enumerate(zip(maps, masks, zone)):
+        if z.any():
+            hits[i] = float(g.flat[int(np.argmax(np.where(z, m, -np.inf)))])
+    return hits
 
 
 def peak_in_tumor(maps: np.ndarray, masks: np.ndarray, zone: np.ndarray) -> float:
     """Fraction of slices whose strongest zone pixel is a tumor pixel."""
-    hits = []
-    for m, g, z in zip(maps, masks, zone):
-        if not z.any():
-            continue
-        masked = np.where(z, m, -np.inf)
-        hits.append(bool(g.flat[int(np.argmax(masked))]))
-    return float(np.mean(hits)) if hits else float("nan")
+    return _nanmean(peak_hits(maps, masks, zone))
 
 
 def trivial_baselines(lesions: Lesions) -> dict:
@@ -318,22 +346,36 @@ def trivial_baselines(lesions: Lesions) -> dict:
     }
 
 
+def fp_per_slice(normalized: np.ndarray, zone: np.ndarray, threshold: float) -> np.ndarray:
+    """Per healthy slice: the fraction of its zone pixels flagged."""
+    flagged = (normalized >= threshold) & zone
+    return flagged.reshape(len(zone), -1).sum(1) / np.maximum(zone.reshape(len(zone), -1).sum(1), 1)
+
+
 def fp_fraction(normalized: np.ndarray, zone: np.ndarray, threshold: float) -> float:
     """Mean over healthy slices of the fraction of zone pixels flagged."""
-    flagged = (normalized >= threshold) & zone
-    return float(np.mean(flagged.reshape(len(zone), -1).sum(1) / np.maximum(zone.reshape(len(zone), -1).sum(1), 1)))
+    return float(np.mean(fp_per_slice(normalized, zone, threshold)))
 
 
-def healthy_false_positives(normalized: np.ndarray, zone: np.ndarray, threshold: float, outlined: np.ndarray) -> dict:
+def healthy_false_positives(
+    normalized: np.ndarray, zone: np.ndarray, threshold: float, outlined: np.ndarray, cases: list[str] | None = None
+) -> dict:
     """``fp_fraction`` over all healthy slices (what the release's bound reads), and over those with a
-    pancreas outline only (``fp_fraction_outlined``, None without any): the zone inference scores."""
-    inside = fp_fraction(normalized[outlined], zone[outlined], threshold) if outlined.any() else None
-    return {
-        "fp_fraction": fp_fraction(normalized, zone, threshold),
+    pancreas outline only (``fp_fraction_outlined``, None without any): the zone inference scores.
+    With the slices' ``cases``: 95 % intervals of both that resample whole patients."""
+    per_slice = fp_per_slice(normalized, zone, threshold)
+    out = {
+        "fp_fraction": float(np.mean(per_slice)),
         "n_slices": int(len(zone)),
-        "fp_fraction_outlined": inside,
+        "fp_fraction_outlined": float(np.mean(per_slice[outlined])) if outlined.any() else None,
         "n_outlined": int(outlined.sum()),
     }
+    if cases is not None:
+        cases = np.asarray(cases, dtype=object)
+        out.update(fp_fraction_ci=case_interval(per_slice, cases), n_cases=len(set(cases)))
+        if outlined.any():
+            out["fp_fraction_outlined_ci"] = case_interval(per_slice[outlined], cases[outlined])
+    return out
 
 
 def calibrate_map_scale(healthy_anomaly: np.ndarray, zone: np.ndarray, sigma_px: float, quantile: float = 0.995):
@@ -390,9 +432,11 @@ def score_maps(raw: dict, data: EvalSet, cfg: DetectConfig) -> dict:
     for name, les in data.lesions.items():
         maps = zone_maps(raw[name], les.zone, cfg)
         peaks = peak_evidence(raw[name], les.zone, maps, cfg)
-        out[name] = segmentation_metrics(maps, les.mask, les.zone, cfg.threshold, peaks)
+        out[name] = segmentation_metrics(maps, les.mask, les.zone, cfg.threshold, peaks, les.cases)
     healthy = zone_maps(raw["healthy"], data.zone[h], cfg)
-    out["healthy"] = healthy_false_positives(healthy, data.zone[h], cfg.threshold, data.has_outline[h])
+    out["healthy"] = healthy_false_positives(
+        healthy, data.zone[h], cfg.threshold, data.has_outline[h], [c for c, keep in zip(data.cases, h) if keep]
+    )
     return out
 
 
@@ -581,6 +625,15 @@ def _fmt(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
 
 
+def _interval(ci) -> str:
+    return f"{_fmt(ci[0])}-{_fmt(ci[1])}"
+
+
+def _patients(m: dict, key: str) -> str:
+    """" (95 % interval over P patients: a-b)" where the figure has one."""
+    return f" (95 % interval over {m['n_cases']} patients: {_interval(m[key])})" if key in m else ""
+
+
 def results_markdown(r: dict) -> str:
     op, c = r["operating_point"], r["classifier"]
     lines = [
@@ -630,10 +683,18 @@ def results_markdown(r: dict) -> str:
             f"| whole zone marked / chance | {_fmt(t['whole_zone_dice'])} | {_fmt(t['prevalence'])} | - | "
             f"{_fmt(t['peak_in_tumor_chance'])} |"
         )
+        ours = loc["pancdiff"]
+        if "dice_ci" in ours:
+            lines += [
+                "",
+                f"PancDiff, 95 % interval when its {ours['n_cases']} patients are resampled: Dice "
+                f"{_interval(ours['dice_ci'])}, peak in tumor {_interval(ours['peak_in_tumor_ci'])}.",
+            ]
     hl = r["healthy"]
     lines += [
         "",
-        f"Healthy false-positive fraction of the zone: PancDiff {_fmt(hl['pancdiff']['fp_fraction'])}, "
+        f"Healthy false-positive fraction of the zone: PancDiff {_fmt(hl['pancdiff']['fp_fraction'])}"
+        f"{_patients(hl['pancdiff'], 'fp_fraction_ci')}, "
         f"S = 0 {_fmt(hl['no_guidance']['fp_fraction'])}, "
         f"low attenuation {_fmt(hl['low_attenuation']['fp_fraction'])}.",
     ]
@@ -641,7 +702,8 @@ def results_markdown(r: dict) -> str:
     if outlined is not None and outlined < total:
         lines.append(
             f"On the {outlined} of {total} healthy slices with a pancreas outline (zone = pancreas + margin, as at "
-            f"inference): PancDiff {_fmt(hl['pancdiff']['fp_fraction_outlined'])}, "
+            f"inference): PancDiff {_fmt(hl['pancdiff']['fp_fraction_outlined'])}"
+            f"{_patients(hl['pancdiff'], 'fp_fraction_outlined_ci')}, "
             f"S = 0 {_fmt(hl['no_guidance']['fp_fraction_outlined'])}, "
             f"low attenuation {_fmt(hl['low_attenuation']['fp_fraction_outlined'])}; the other slices are scored "
             "over their whole crop."
