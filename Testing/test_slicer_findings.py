@@ -317,6 +317,9 @@ def test_confidence_names_the_model_its_held_out_auroc_and_uncalibrated():
     chance = 100 * real["trivial"]["peak_in_tumor_chance"]
     assert f"real MSD tumors Dice {real['pancdiff']['dice']:.2f}" in text and f"(chance {chance:.0f} %)" in text
     assert "simulated dark lesions Dice" in text
+    ranged = json.loads(json.dumps(card))
+    ranged["validation"]["localization"]["real"]["pancdiff"].update(dice_ci=[0.11, 0.42], n_cases=17)
+    assert "(0.11-0.42 over 17 patients)" in contract.confidenceText(summary, ranged)
     other = contract.summaryFromDict({"overall_confidence": 0.57, "model_id": "my-own-model"})
     assert "no validation figures" in contract.confidenceText(other, card)
     assert "Heatmap" not in contract.confidenceText(other, card)  # another model's figures are not quoted

@@ -402,8 +402,9 @@ def confidenceText(summary: Summary, card: dict) -> str:
 
 
 def heatmapFigures(localization: dict) -> str:
-    """What the heatmap found on the card's held-out cases, per lesion set, beside chance: a reader
-    should know that a confident-looking map may be at chance on some tumors."""
+    """What the heatmap found on the card's held-out cases, per lesion set, beside chance, with the
+    range its patients give where the card has one: a reader should know that a confident-looking map
+    may be at chance on some tumors, and that a handful of patients makes any figure uncertain."""
     parts = []
     for name, label in (("simulated", "simulated dark lesions"), ("real", "real MSD tumors")):
         entry = localization.get(name) or {}
@@ -412,6 +413,9 @@ def heatmapFigures(localization: dict) -> str:
         if found.get("dice") is None:
             continue
         part = f"{label} Dice {found['dice']:.2f}"
+        interval = found.get("dice_ci")
+        if interval and found.get("n_cases"):
+            part += f" ({interval[0]:.2f}-{interval[1]:.2f} over {found['n_cases']} patients)"
         if found.get("peak_in_tumor") is not None and chance is not None:
             part += f", peak inside {100 * found['peak_in_tumor']:.0f} % (chance {100 * chance:.0f} %)"
         parts.append(part)
