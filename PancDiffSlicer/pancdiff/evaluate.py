@@ -630,7 +630,7 @@ def _interval(ci) -> str:
 
 
 def _patients(m: dict, key: str) -> str:
-    """" (95 % interval over P patients: a-b)" where the figure has one."""
+    """The figure's patient-resampled interval as a parenthesis, or nothing where it has none."""
     return f" (95 % interval over {m['n_cases']} patients: {_interval(m[key])})" if key in m else ""
 
 
