@@ -159,6 +159,10 @@ def test_healthy_false_positives_are_also_reported_where_the_zone_is_the_pancrea
     assert fp["fp_fraction"] == pytest.approx(1 / 3) and fp["fp_fraction_outlined"] == 0.0
     assert (fp["n_slices"], fp["n_outlined"]) == (3, 2)
     assert healthy_false_positives(flagged, zone, 0.5, np.zeros(3, bool))["fp_fraction_outlined"] is None
+    # by patient: the unoutlined slice is patient "a"'s only one, so the outlined figure has one patient
+    by_case = healthy_false_positives(flagged, zone, 0.5, np.array([False, True, True]), ["a", "b", "b"])
+    assert (by_case["n_cases"], by_case["n_cases_outlined"]) == (2, 1)
+    assert by_case["fp_fraction_outlined_ci"] == (0.0, 0.0) and by_case["fp_fraction_ci"] == (0.0, 1.0)
     # a slice folder whose first healthy crop lost its pancreas outline
     folder = write_slice_folder(tmp_path / "tc", cases_per_class=2, slices_per_case=2, with_labels=True)
     manifest = folder / "manifest.csv"

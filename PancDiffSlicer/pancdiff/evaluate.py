@@ -375,6 +375,7 @@ def healthy_false_positives(
         out.update(fp_fraction_ci=case_interval(per_slice, cases), n_cases=len(set(cases)))
         if outlined.any():
             out["fp_fraction_outlined_ci"] = case_interval(per_slice[outlined], cases[outlined])
+            out["n_cases_outlined"] = len(set(cases[outlined]))
     return out
 
 
@@ -584,10 +585,11 @@ def evaluate(
     results["localization"] = {}
     for name, les in data.lesions.items():
         la = low_attenuation_zone(les.x, les.zone, cfg)
+        la_peaks = peak_evidence(low_attenuation_raw(les.x, les.zone), les.zone, la, cfg)  # peaks as the model's
         results["localization"][name] = {
             "pancdiff": scored[name],
             "no_guidance": no_guidance[name],
-            "low_attenuation": segmentation_metrics(la, les.mask, les.zone, cfg.threshold),
+            "low_attenuation": segmentation_metrics(la, les.mask, les.zone, cfg.threshold, la_peaks),
             "trivial": trivial_baselines(les),
         }
     results["healthy"] = {
@@ -629,9 +631,9 @@ def _interval(ci) -> str:
     return f"{_fmt(ci[0])}-{_fmt(ci[1])}"
 
 
-def _patients(m: dict, key: str) -> str:
+def _patients(m: dict, key: str, count: str = "n_cases") -> str:
     """The figure's patient-resampled interval as a parenthesis, or nothing where it has none."""
-    return f" (95 % interval over {m['n_cases']} patients: {_interval(m[key])})" if key in m else ""
+    return f" (95 % interval over {m[count]} patients: {_interval(m[key])})" if key in m else ""
 
 
 def results_markdown(r: dict) -> str:
@@ -703,7 +705,7 @@ def results_markdown(r: dict) -> str:
         lines.append(
             f"On the {outlined} of {total} healthy slices with a pancreas outline (zone = pancreas + margin, as at "
             f"inference): PancDiff {_fmt(hl['pancdiff']['fp_fraction_outlined'])}"
-            f"{_patients(hl['pancdiff'], 'fp_fraction_outlined_ci')}, "
+            f"{_patients(hl['pancdiff'], 'fp_fraction_outlined_ci', 'n_cases_outlined')}, "
             f"S = 0 {_fmt(hl['no_guidance']['fp_fraction_outlined'])}, "
             f"low attenuation {_fmt(hl['low_attenuation']['fp_fraction_outlined'])}; the other slices are scored "
             "over their whole crop."
