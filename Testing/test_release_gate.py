@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 from engine_support import TINY_NETWORK, write_slice_folder
 from pancdiff.evaluate import build_eval_set
 from pancdiff.weights import init_bundle
@@ -64,7 +65,12 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     monkeypatch.setattr(sys, "argv", [
         "release_models.py", "--diffusion", str(tmp_path / "diffusion"), "--classifier", str(tmp_path / "classifier"),
         "--data", str(folder), "--out", str(out), "--steps", "2", "--scales", "2", "--noises", "8",
+        "--known-limits", str(tmp_path / "limits.md"),
     ])  # fmt: skip
+    with pytest.raises(SystemExit, match="limits.md: --known-limits file not found"):
+        release.main()
+    assert not out.exists(), "a bad argument is refused before anything is written"
+    (tmp_path / "limits.md").write_text("- Finds only dark lesions (measured after the last release).\n")
     assert release.main() == 0
     bundle = load_bundle(out)
     card = json.loads((out / "model.json").read_text())
@@ -89,6 +95,8 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
         assert (out / name).is_file(), name
     assert "Release gate" in (out / "MODEL_CARD.md").read_text()
     assert "Tuning mean peak-in-tumor by sigma: 1 px" in (out / "MODEL_CARD.md").read_text()
+    assert "## Known limits" in (out / "MODEL_CARD.md").read_text()
+    assert "Finds only dark lesions" in card["known_limits"]
     cal = card["confidence_calibration"]
     assert (bundle.calibration.a, bundle.calibration.b) == (cal["a"], cal["b"]) and bundle.calibration.a > 0
     assert {"tuning", "test"} <= set(cal) and "ece_calibrated" in cal["test"]

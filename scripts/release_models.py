@@ -158,9 +158,15 @@ def main() -> int:
     p.add_argument("--model-id", default=None)
     p.add_argument("--looked-at", default="", help="what was looked at before this release, for the card")
     p.add_argument(
+        "--known-limits", type=Path, default=None,
+        help="markdown bullets measured after earlier releases (descriptive), kept in the card as its own section",
+    )  # fmt: skip
+    p.add_argument(
         "--tune-only", action="store_true", help="stop after the tuning half and the gate (never touches the test half)"
     )
     args = p.parse_args()
+    if args.known_limits and not args.known_limits.is_file():
+        raise SystemExit(f"{args.known_limits}: --known-limits file not found")
     reporter = Reporter("bar")
 
     c_meta, c_cfg, c_step = load_run(args.classifier)
@@ -295,6 +301,7 @@ def main() -> int:
         },
         "release_gate": gate_record,
         "looked_at": args.looked_at,
+        "known_limits": args.known_limits.read_text(encoding="utf-8").strip() if args.known_limits else "",
         "confidence": "p(tumor) at t = 0, Platt-calibrated on the tuning half's real slices (see "
         "confidence_calibration; ECE on the test half "
         f"{calibration['test']['ece_softmax']} as softmax, {calibration['test']['ece_calibrated']} calibrated)",
@@ -319,6 +326,13 @@ def main() -> int:
         )  # fmt: skip
     print(results_markdown(results))
     return 0
+
+
+def known_limits_section(text: str | None) -> list[str]:
+    """Measurements made after earlier releases, kept apart from the figures this release produced."""
+    if not text:
+        return []
+    return ["## Known limits (measured after earlier releases; descriptive, nothing was chosen on them)", "", text, ""]
 
 
 def peak_lines(peak: dict | None) -> list[str]:
@@ -408,6 +422,7 @@ def card_markdown(card: dict) -> str:
         "## Validation figures (test half; nothing was chosen on it)",
         "",
         results_markdown(v).split("\n", 2)[2],
+        *known_limits_section(card.get("known_limits")),
         "## Reproduce",
         "```bash",
         "pancdiff train classifier --data ../shared/data/pancreas-tc --out runs/classifier "
