@@ -218,8 +218,8 @@ def test_two_process_ddp_training_on_cpu(folder, tmp_path):
             }
         )
     )
-    run = subprocess.run([torchrun, "--nproc_per_node=2", "-m", "pancdiff", "--quiet", "train", "classifier",
-                          "--data", str(folder), "--out", str(tmp_path / "out"), "--config", str(cfg)],
+    run = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "pancdiff", "--quiet", "train",
+                          "classifier", "--data", str(folder), "--out", str(tmp_path / "out"), "--config", str(cfg)],
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads((tmp_path / "out" / "checkpoint" / "state.json").read_text())["step"] == 4
