@@ -647,7 +647,7 @@ def results_markdown(r: dict) -> str:
         f"{op.get('normalization', 'slice')}-normalized map. Truth: {r['source']}.",
         "Maps are scored inside the pancreas zone (organ mask + margin) where one exists. A slice's peak is its "
         "strongest zone pixel by the unclipped anomaly smoothed at "
-        f"{op.get('peak_sigma_px') or op.get('smooth_sigma_px', 1.0)} px.",
+        f"{op['peak_sigma_px'] if op.get('peak_sigma_px') is not None else op.get('smooth_sigma_px', 1.0)} px.",
         "",
         "| classifier | value |",
         "|---|---|",
