@@ -199,7 +199,8 @@ def run_demo(
         "with_lesion": _run_digest(runs["with_lesion"], lesion, grid),
         "reports": ["comparison.png", "with_lesion/report.png", "as_is/report.png"],
         "strongest_peak_definition": (
-            "the heatmap maximum of the strongest finding (summary.json peaks[0]); the heatmap is 0 beyond "
+            "the peak of the strongest finding (summary.json peaks[0]: its slice's strongest unclipped evidence, "
+            "smoothed at the model's peak_sigma_px); the heatmap is 0 beyond "
             "pancreas_margin_mm of the pancreas mask, so this is the strongest in-pancreas peak"
         ),
     }

@@ -68,7 +68,7 @@ class SliceFinding:
         anomaly_max: max of the raw anomaly |x - x_hat| over the slice's tiles (comparable across
             slices, unlike the per-slice normalized map).
         candidate_voxels: candidate voxels in the slice.
-        peak_ijk: (i, j, k) voxel of the heatmap maximum, or None where the map is empty.
+        peak_ijk: (i, j, k) voxel of the slice's peak (strongest unclipped evidence), or None where the map is empty.
         peak_lps: its LPS position in mm, or None.
         view_index: the slice in the radiological (LPS-ordered) view of the CT array.
         peak_rc: (row, col) of the peak in that view slice, or None.

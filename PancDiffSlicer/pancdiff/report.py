@@ -53,7 +53,7 @@ class ReportRow:
         position_mm: the slice's position along the patient's axis (LPS z, superior positive).
         reason: why it is shown ("marker p1", "simulated lesion", "finding 1").
         tumor_probability: the classifier's probability for this slice, or None (not analyzed).
-        peak_rc: (row, col) of the heatmap maximum in the view slice, or None.
+        peak_rc: (row, col) of the slice's peak in the view slice (``pipeline._findings``), or None.
         canvas: (S, S) model input of the slice's tile shown, [0, 1], or None.
         reconstruction: (S, S) its healthy reconstruction, or None.
         anomaly: (S, S) its evidence map in [0, 1], or None.
