@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from pancdiff.errors import WeightsError
-from pancdiff.weights import CARD_FILE, UNET_FILE, init_bundle, load_bundle, save_bundle
+from pancdiff.weights import CARD_FILE, UNET_FILE, bundled_model_dir, init_bundle, load_bundle, save_bundle
 
 
 def test_round_trip_gives_the_same_networks(tmp_path):
@@ -44,3 +45,24 @@ def test_weights_are_not_pickles(tmp_path):
     card = json.loads((tmp_path / CARD_FILE).read_text())
     assert set(card["sha256"]) == {"unet.safetensors", "classifier.safetensors"}
     assert np.isfinite(card["schedule"]["beta_end"])
+
+
+@pytest.mark.skipif(not (bundled_model_dir() / "model.json").is_file(), reason="bundled models absent")
+def test_the_bundled_operating_point_is_the_one_its_card_says_was_chosen():
+    """The settings detection loads are those the release chose on the tuning half, and the card's
+    markdown is what the release renders from model.json (nothing edited by hand)."""
+    import importlib.util
+
+    card = json.loads((bundled_model_dir() / "model.json").read_text())
+    op, chosen = load_bundle().operating_point, card["operating_point_selection"]
+    assert (op.guidance, op.map_kind, op.scale, op.noise_level, op.threshold, op.normalization) == (
+        chosen["chosen"]["guidance"], chosen["chosen"]["map_kind"], chosen["chosen"]["scale"],
+        chosen["chosen"]["noise_level"], chosen["chosen"]["threshold"], chosen["chosen"]["normalization"],
+    )  # fmt: skip
+    if "peak" in chosen:
+        assert op.peak_sigma_px == chosen["peak"]["chosen_peak_sigma_px"]
+    script = Path(__file__).resolve().parents[1] / "scripts" / "release_models.py"
+    spec = importlib.util.spec_from_file_location("release_models", script)
+    release = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(release)
+    assert (bundled_model_dir() / "MODEL_CARD.md").read_text() == release.card_markdown(card)
