@@ -70,7 +70,8 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     with pytest.raises(SystemExit, match="limits.md: --known-limits file not found"):
         release.main()
     assert not out.exists(), "a bad argument is refused before anything is written"
-    (tmp_path / "limits.md").write_text("- Finds only dark lesions (measured after the last release).\n")
+    limits = "- Finds only dark lesions, −118 to −17 HU (measured after the last release).\n"
+    (tmp_path / "limits.md").write_text(limits, encoding="utf-8")  # non-ASCII: the card is written as UTF-8
     assert release.main() == 0
     bundle = load_bundle(out)
     card = json.loads((out / "model.json").read_text())
@@ -93,9 +94,9 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     assert card["validation"]["operating_point"]["peak_sigma_px"] == chosen.peak_sigma_px
     for name in ("MODEL_CARD.md", "validation_grid.png", "training/classifier.json", "training/diffusion.json"):
         assert (out / name).is_file(), name
-    assert "Release gate" in (out / "MODEL_CARD.md").read_text()
-    assert "Tuning mean peak-in-tumor by sigma: 1 px" in (out / "MODEL_CARD.md").read_text()
-    assert "## Known limits" in (out / "MODEL_CARD.md").read_text()
+    assert "Release gate" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Tuning mean peak-in-tumor by sigma: 1 px" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert limits.strip() in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Finds only dark lesions" in card["known_limits"]
     cal = card["confidence_calibration"]
     assert (bundle.calibration.a, bundle.calibration.b) == (cal["a"], cal["b"]) and bundle.calibration.a > 0

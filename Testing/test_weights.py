@@ -53,7 +53,7 @@ def test_the_bundled_operating_point_is_the_one_its_card_says_was_chosen():
     markdown is what the release renders from model.json (nothing edited by hand)."""
     import importlib.util
 
-    card = json.loads((bundled_model_dir() / "model.json").read_text())
+    card = json.loads((bundled_model_dir() / "model.json").read_text(encoding="utf-8"))
     op, chosen = load_bundle().operating_point, card["operating_point_selection"]
     assert (op.guidance, op.map_kind, op.scale, op.noise_level, op.threshold, op.normalization) == (
         chosen["chosen"]["guidance"], chosen["chosen"]["map_kind"], chosen["chosen"]["scale"],
@@ -65,4 +65,4 @@ def test_the_bundled_operating_point_is_the_one_its_card_says_was_chosen():
     spec = importlib.util.spec_from_file_location("release_models", script)
     release = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(release)
-    assert (bundled_model_dir() / "MODEL_CARD.md").read_text() == release.card_markdown(card)
+    assert (bundled_model_dir() / "MODEL_CARD.md").read_text(encoding="utf-8") == release.card_markdown(card)

@@ -310,7 +310,9 @@ def main() -> int:
     }
     with staged_folder(args.out) as staged:
         out = save_bundle(bundle, staged, card)
-        Path(staged, "MODEL_CARD.md").write_text(card_markdown(json.loads((out / "model.json").read_text())))
+        Path(staged, "MODEL_CARD.md").write_text(
+            card_markdown(json.loads((out / "model.json").read_text(encoding="utf-8"))), encoding="utf-8"
+        )
         training = Path(staged, "training")
         training.mkdir(exist_ok=True)
         c_settings = {k: v for k, v in c_meta.items() if k != "kind"}
