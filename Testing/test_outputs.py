@@ -66,3 +66,20 @@ def test_existing_results_need_overwrite_and_foreign_folders_are_never_replaced(
     with OutputDir(empty) as staging:  # an empty folder is fine: nothing to lose
         (staging / "summary.json").write_text("{}")
     assert _names(empty) == ["summary.json"]
+
+
+def test_text_files_are_utf8_whatever_the_process_locale(tmp_path):
+    """Reading a DICOM series through SimpleITK leaves the process in the C locale (found by a probe
+    after ``test_ctio``'s series tests), where ``open()`` without an encoding is ASCII: a manifest or a
+    results table with a non-ASCII character would then fail mid-run."""
+    import locale
+
+    from pancdiff.datasets.slice_folder import read_manifest
+
+    (tmp_path / "manifest.csv").write_text("file,case,tumor\na.png,Müller_01,0\n", encoding="utf-8")
+    previous = locale.setlocale(locale.LC_CTYPE)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C")
+        assert read_manifest(tmp_path)[0].case == "Müller_01"
+    finally:
+        locale.setlocale(locale.LC_CTYPE, previous)

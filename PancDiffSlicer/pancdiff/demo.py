@@ -208,7 +208,7 @@ def run_demo(
     if summary["model"].get("untrained"):
         summary["warning"] = "untrained random weights: this run tests the pipeline only, the maps mean nothing"
     render_demo_comparison(out / "comparison.png", ct, ct_lesion, mask, lesion, detections, summary)
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 

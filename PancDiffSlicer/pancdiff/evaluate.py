@@ -619,8 +619,8 @@ def evaluate(
 def write_results(results: dict, out_dir: Path) -> None:
     """``results.json`` and a markdown table ``results.md``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out_dir / "results.md").write_text(results_markdown(results))
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "results.md").write_text(results_markdown(results), encoding="utf-8")
 
 
 def _fmt(v) -> str:

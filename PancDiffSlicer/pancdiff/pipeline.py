@@ -430,7 +430,7 @@ def write_results(
     t0 = time.monotonic()
     write_like(det.heatmap, ct.image, out / "heatmap.nii.gz", np.float32)
     write_like(det.candidates.astype(np.uint8), ct.image, out / "candidates.nii.gz", np.uint8)
-    with open(out / "slices.csv", "w", newline="") as fh:
+    with open(out / "slices.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=SLICES_CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(f.as_row() for f in det.findings)
@@ -496,7 +496,7 @@ def write_results(
     summary["timing_s"] = {k: round(v, 3) for k, v in timing.items()}
     summary["timing_s"]["total"] = round(sum(timing.values()), 3)
     summary["outputs"] = list(RESULT_FILES)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 

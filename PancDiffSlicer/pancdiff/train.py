@@ -101,7 +101,7 @@ class TrainConfig:
 
 def config_from_json(path: str | Path | None, **overrides) -> TrainConfig:
     """A TrainConfig from a JSON file (nested sections by field name) plus keyword overrides."""
-    data = json.loads(Path(path).read_text()) if path else {}
+    data = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
     data.update({k: v for k, v in overrides.items() if v is not None})
     nested = {
         "augment": AugmentConfig,
@@ -534,7 +534,7 @@ def _save_checkpoint(ckpt: Path, model, ema, opt, step: int, rng: np.random.Gene
 
 
 def _load_checkpoint(ckpt: Path, model, ema, opt, rng: np.random.Generator) -> tuple[int, np.random.Generator]:
-    meta = json.loads((ckpt / "state.json").read_text())
+    meta = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
     model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
     ema.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
     flat = load_file(str(ckpt / "optim.safetensors"))
@@ -552,11 +552,11 @@ class _CsvLog:
     def __init__(self, path: Path, header: list[str], append: bool) -> None:
         self.path = path
         if not (append and path.is_file()):
-            with path.open("w", newline="") as fh:
+            with path.open("w", newline="", encoding="utf-8") as fh:
                 csv.writer(fh).writerow(header)
 
     def write(self, row: list) -> None:
-        with self.path.open("a", newline="") as fh:
+        with self.path.open("a", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerow(row)
 
 
@@ -566,7 +566,7 @@ def _plot_loss(csv_path: Path, png_path: Path, kind: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(csv.DictReader(csv_path.open()))
+    rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
     if len(rows) < 2:
         return
     steps = [int(r["step"]) for r in rows]

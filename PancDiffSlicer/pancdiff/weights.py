@@ -106,7 +106,7 @@ def save_bundle(bundle: ModelBundle, out_dir: str | Path, card: dict | None = No
     )
     if not bundle.calibration.identity:
         doc["confidence_calibration"] = {**doc.get("confidence_calibration", {}), **to_dict(bundle.calibration)}
-    (out / CARD_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+    (out / CARD_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     bundle.sha256, bundle.card = hashes, doc
     return out
 
@@ -121,7 +121,7 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
             "or pass --model DIR pointing at a model bundle"
         )
     try:
-        card = json.loads(card_path.read_text())
+        card = json.loads(card_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise WeightsError(f"{card_path}: not valid JSON ({exc.msg})") from None
     hashes = card.get("sha256", {})

@@ -230,7 +230,7 @@ def _run_cohort(cases: list[Case], destination, loader, args, reporter: Reporter
         failed = [r for r in rows if r["status"] != "ok"]
         if len(failed) == len(rows):
             raise InputError(f"all {len(rows)} CTs failed; first: {failed[0]['case']}: {failed[0]['error']}")
-        with open(staging / "cohort_summary.csv", "w", newline="") as fh:
+        with open(staging / "cohort_summary.csv", "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=COHORT_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)

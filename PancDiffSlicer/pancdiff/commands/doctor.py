@@ -140,7 +140,7 @@ def _models() -> dict:
         out["error"] = f"no {CARD_FILE}: no bundled models"
         return out
     try:
-        card = json.loads(card_path.read_text())
+        card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         out["error"] = f"{CARD_FILE} unreadable: {exc}"
         return out

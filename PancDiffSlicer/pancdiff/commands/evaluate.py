@@ -103,7 +103,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     scales = args.scales or (0.0, cfg.scale, 2 * cfg.scale)
     noises = tuple(int(n) for n in args.noises) or (cfg.noise_level // 2, cfg.noise_level)
     grid_figure(bundle, data, scales, noises, cfg, out / "grid.png")
-    reporter.info((out / "results.md").read_text())
+    reporter.info((out / "results.md").read_text(encoding="utf-8"))
     args.result = {"results": str(out / "results.json")}
     return 0
 
@@ -114,7 +114,7 @@ def choose_cases(args: argparse.Namespace, split: dict, reporter: Reporter) -> s
     from ..datasets.slice_folder import read_manifest, tuning_test_halves
 
     if args.cases:
-        doc = json.loads(Path(args.cases).read_text())
+        doc = json.loads(Path(args.cases).read_text(encoding="utf-8"))
         return set(doc.get("val_cases") or doc.get("cases") or [])
     if args.all_cases or _is_msd(args.data) or not split.get("val_cases"):
         return None

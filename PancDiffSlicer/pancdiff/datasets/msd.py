@@ -86,7 +86,7 @@ def list_msd_cases(root: str | Path) -> list[MSDCase]:
     meta_file = root / "dataset.json"
     if meta_file.is_file():
         try:
-            meta = json.loads(meta_file.read_text())
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
             entries = [(root / item["image"], root / item["label"]) for item in meta.get("training", [])]
         except (ValueError, KeyError, TypeError, AttributeError):
             raise InputError(
@@ -245,7 +245,7 @@ def write_slice_folder(items: Iterable[LabelledCanvas], out_dir: str | Path, ima
                 {"file": image_file, "case": item.case, "tumor": int(item.tumor), "mask": f"masks/{name}.png",
                  "valid": f"valid/{name}.png", "source": item.source, "slice_index": item.slice_index}
             )  # fmt: skip
-        with (tmp / "manifest.csv").open("w", newline="") as fh:
+        with (tmp / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)

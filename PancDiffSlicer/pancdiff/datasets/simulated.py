@@ -64,7 +64,7 @@ def read_healthy_slices(root: str | Path) -> list[LabelledCanvas]:
     else it is every pixel above 0 (the fill value of windowed crops)."""
     root = Path(root)
     records = read_manifest(root)
-    with (root / "manifest.csv").open(newline="") as fh:
+    with (root / "manifest.csv").open(newline="", encoding="utf-8") as fh:
         valid_of = {row["file"]: row.get("valid") or "" for row in csv.DictReader(fh)}
     items = []
     for rec in records:

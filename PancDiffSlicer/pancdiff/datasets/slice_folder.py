@@ -42,7 +42,7 @@ def read_manifest(root: str | Path) -> list[SliceRecord]:
     manifest = root / "manifest.csv"
     if not manifest.is_file():
         raise InputError(f"{root}: no manifest.csv (columns file, case, tumor[, mask]); is this a slice folder?")
-    with manifest.open(newline="") as fh:
+    with manifest.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = {"file", "case", "tumor"} - set(reader.fieldnames or [])
         if missing:
