@@ -69,9 +69,9 @@ def test_existing_results_need_overwrite_and_foreign_folders_are_never_replaced(
 
 
 def test_text_files_are_utf8_whatever_the_process_locale(tmp_path):
-    """Reading a DICOM series through SimpleITK leaves the process in the C locale (found by a probe
-    after ``test_ctio``'s series tests), where ``open()`` without an encoding is ASCII: a manifest or a
-    results table with a non-ASCII character would then fail mid-run."""
+    """Writing a DICOM slice through SimpleITK/GDCM (as ``test_ctio`` does to build series) leaves the
+    process in the C locale, where ``open()`` without an encoding is ASCII: a manifest or a results
+    table with a non-ASCII character would then fail mid-run. Any library may do the same."""
     import locale
 
     from pancdiff.datasets.slice_folder import read_manifest
