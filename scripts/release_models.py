@@ -434,7 +434,8 @@ def card_markdown(card: dict) -> str:
         f"--steps {min(grid, key=lambda r: r['noise_level'])['steps']} "
         f"--grid-power {op.get('grid_power', 1.0)} --guidance-step {op.get('guidance_step', 'paper')} "
         f"--scales {','.join(f'{s:g}' for s in sorted({r['scale'] for r in grid}) if s > 0)} "
-        f"--noises {','.join(str(n) for n in sorted({r['noise_level'] for r in grid}))}",
+        f"--noises {','.join(str(n) for n in sorted({r['noise_level'] for r in grid}))}"
+        + (" --known-limits docs/model_known_limits.md" if card.get("known_limits") else ""),
         "```",
         "CPU training with several threads is not bitwise reproducible; expect figures within noise.",
     ]
