@@ -264,11 +264,11 @@ def low_attenuation_map(x: np.ndarray, valid: np.ndarray, sigma_px: float = 1.0)
     return np.where(valid, normalize_per_slice(low_attenuation_raw(x, valid), sigma_px), 0.0)
 
 
-def low_attenuation_zone(x: np.ndarray, zone: np.ndarray, cfg: DetectConfig) -> np.ndarray:
-    """The baseline as the model's maps are shown: darker than the zone's median tissue, normalized
-    in the zone (per slice), no evidence floor."""
+def low_attenuation_zone(raw: np.ndarray, zone: np.ndarray, cfg: DetectConfig) -> np.ndarray:
+    """The baseline as the model's maps are shown, from ``low_attenuation_raw(x, zone)``: darker than
+    the zone's median tissue, normalized in the zone (per slice), no evidence floor."""
     plain = dataclasses.replace(cfg, normalization="slice", min_anomaly=0.0)
-    return zone_maps(low_attenuation_raw(x, zone), zone, plain)
+    return zone_maps(raw, zone, plain)
 
 
 def in_zone(maps: np.ndarray, zone: np.ndarray) -> np.ndarray:
@@ -581,11 +581,12 @@ def evaluate(
     scored = score_maps(setting_maps(bundle, cfg, data, reporter), data, cfg)
     no_guidance = score_maps(setting_maps(bundle, dataclasses.replace(cfg, scale=0.0), data, reporter), data, cfg)
     h = data.healthy
-    la_healthy = low_attenuation_zone(data.x[h], data.zone[h], cfg)
+    la_healthy = low_attenuation_zone(low_attenuation_raw(data.x[h], data.zone[h]), data.zone[h], cfg)
     results["localization"] = {}
     for name, les in data.lesions.items():
-        la = low_attenuation_zone(les.x, les.zone, cfg)
-        la_peaks = peak_evidence(low_attenuation_raw(les.x, les.zone), les.zone, la, cfg)  # peaks as the model's
+        la_raw = low_attenuation_raw(les.x, les.zone)
+        la = low_attenuation_zone(la_raw, les.zone, cfg)
+        la_peaks = peak_evidence(la_raw, les.zone, la, cfg)  # peaks found as the model's are
         results["localization"][name] = {
             "pancdiff": scored[name],
             "no_guidance": no_guidance[name],

@@ -345,17 +345,17 @@ def _findings(
     tile_probability: np.ndarray,
     tile_anomaly: np.ndarray,
     grid: ImageGrid,
-    peaks: np.ndarray | None = None,
+    peaks: np.ndarray,
 ) -> list[SliceFinding]:
     """Per analyzed slice: tile maxima, heatmap peak and its position.
 
     Slices are taken in the radiological view (its axis 0 is the axial axis whatever order the
     scanner stored the voxels in), and peaks are mapped back to the CT's own voxel index. The peak is
     the maximum of ``peaks`` (``postprocess.peak_evidence`` pasted back: unclipped, so a heatmap
-    saturated at 1.0 over many voxels still has one strongest voxel), of the heatmap where None.
+    saturated at 1.0 over many voxels still has one strongest voxel), of the heatmap in a slice where
+    ``peaks`` is 0 throughout.
     """
-    heat_view, cand_view = reorientation.apply(heatmap), reorientation.apply(candidates)
-    peak_view = heat_view if peaks is None else reorientation.apply(peaks)
+    heat_view, cand_view, peak_view = (reorientation.apply(v) for v in (heatmap, candidates, peaks))
     tile_anomaly_max = np.asarray(tile_anomaly).reshape(len(tile_view), -1).max(axis=1)
     out = []
     for z in np.unique(tile_view):
