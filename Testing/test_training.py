@@ -16,6 +16,7 @@ from pancdiff.errors import InputError
 from pancdiff.train import (
     TrainConfig,
     _Batches,
+    _WorkerBatches,
     config_from_json,
     contrast_at,
     learning_rate,
@@ -111,6 +112,28 @@ def test_paired_batches_differ_only_by_a_lesion_inside_the_pancreas(tmp_path):
         assert z[d > 0.5 * d.max()].all() and 0 < z.mean() < 1
     organs = [o for o in data.train.organs if o is not None]
     assert organs, "the synthetic folder carries organ labels"
+
+
+def test_data_workers_build_reproducible_paired_batches_and_train(tmp_path):
+    folder = write_slice_folder(tmp_path / "tc", with_labels=True)
+    cfg = dataclasses.replace(TINY, paired=True, batch_size=6, augment=NO_AUGMENT, data_workers=2)
+    data = load_slice_data(folder, cfg)
+
+    def first_batches(start):
+        stream = _WorkerBatches(data.train, cfg, "classifier", (0, 0), start)
+        return [stream.next() for _ in range(3)]
+
+    a, b, other = first_batches(0), first_batches(0), first_batches(7)
+    for (xa, ya, za), (xb, _, zb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(za, zb), "same seed, same workers: same batches"
+        assert ya.tolist() == [0, 1] * 3 and torch.equal(za[0::2], za[1::2])
+        assert ((xa[0::2] - xa[1::2]).abs().flatten(1).max(1).values > 0.1).all(), "each pair has its lesion"
+    assert not torch.equal(a[0][0], a[1][0]), "the two workers draw different crops"
+    assert not torch.equal(a[0][0], other[0][0]), "a resumed run does not replay the first batches"
+    weights = train("classifier", folder, tmp_path / "run", dataclasses.replace(cfg, iterations=3))
+    assert load_file(str(weights))
+    with pytest.raises(InputError, match="data_workers"):
+        train("classifier", folder, tmp_path / "bad", dataclasses.replace(cfg, data_workers=-1))
 
 
 STRONG = AugmentConfig(rotate_deg=180, flip_lr=True, zoom=0.15, intensity_scale=0.1, intensity_shift=0.03, noise_hu=12)
