@@ -26,8 +26,10 @@ def launch(kind: str, settings: dict, out: Path, data: str, device: str) -> subp
     out.mkdir(parents=True, exist_ok=True)
     cfg = out.parent / f"{out.name}_config.json"
     cfg.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-    cmd = [sys.executable, "-m", "pancdiff", "--quiet", "train", kind, "--data", data, "--out", str(out)]
-    cmd += ["--config", str(cfg), "--device", device]
+    # train() itself, not the CLI: the CLI imports SimpleITK, which the device machine lacks
+    code = "import sys; from pancdiff.train import config_from_json, train; "
+    code += "train(sys.argv[1], sys.argv[2], sys.argv[3], config_from_json(sys.argv[4]), device=sys.argv[5])"
+    cmd = [sys.executable, "-c", code, kind, data, str(out), str(cfg), device]
     log = open(out.parent / f"{out.name}.log", "w", encoding="utf-8")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
