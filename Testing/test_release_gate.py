@@ -65,7 +65,7 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     monkeypatch.setattr(sys, "argv", [
         "release_models.py", "--diffusion", str(tmp_path / "diffusion"), "--classifier", str(tmp_path / "classifier"),
         "--data", str(folder), "--out", str(out), "--steps", "2", "--scales", "2", "--noises", "8",
-        "--known-limits", str(tmp_path / "limits.md"),
+        "--known-limits", str(tmp_path / "limits.md"), "--trained-on", "UNet on one NVIDIA H200, classifier on a CPU",
     ])  # fmt: skip
     with pytest.raises(SystemExit, match="limits.md: --known-limits file not found"):
         release.main()
@@ -97,6 +97,9 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     assert "Release gate" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Tuning mean peak-in-tumor by sigma: 1 px" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert limits.strip() in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    text = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "- Hardware: UNet on one NVIDIA H200, classifier on a CPU." in text
+    assert "warm-started" not in text, "neither run started from earlier weights"
     assert "Finds only dark lesions" in card["known_limits"]
     cal = card["confidence_calibration"]
     assert (bundle.calibration.a, bundle.calibration.b) == (cal["a"], cal["b"]) and bundle.calibration.a > 0

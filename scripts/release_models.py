@@ -73,6 +73,11 @@ def staged_folder(out: Path):
         shutil.rmtree(staged, ignore_errors=True)
 
 
+def warm_start(record: dict) -> str:
+    """Card clause naming the weights a run started from (its steps come on top of theirs)."""
+    return f"; warm-started from `{record['init_weights']}`" if record.get("init_weights") else ""
+
+
 def load_run(run: Path) -> tuple[dict, TrainConfig, int]:
     meta = json.loads((run / "train_config.json").read_text())
     kind = meta.pop("kind")
@@ -160,6 +165,10 @@ def main() -> int:
     p.add_argument(
         "--known-limits", type=Path, default=None,
         help="markdown bullets measured after earlier releases (descriptive), kept in the card as its own section",
+    )  # fmt: skip
+    p.add_argument(
+        "--trained-on", default="",
+        help="where the networks were trained, for the card (default: this machine, as a CPU)",
     )  # fmt: skip
     p.add_argument(
         "--tune-only", action="store_true", help="stop after the tuning half and the gate (never touches the test half)"
@@ -287,7 +296,7 @@ def main() -> int:
         "training": {
             "diffusion": d_record,
             "classifier": {**c_meta, "steps_done": c_step},
-            "hardware": f"{platform.machine()} CPU, 2 cores, torch {torch.__version__}",
+            "hardware": args.trained_on or f"{platform.machine()} CPU, 2 cores, torch {torch.__version__}",
         },
         "operating_point_selection": {
             "on": "tuning half of the validation cases: real tumor outlines (MSD crops), lesions simulated in "
@@ -387,13 +396,14 @@ def card_markdown(card: dict) -> str:
         f"- Schedule: `{json.dumps(card['schedule'])}`",
         f"- Diffusion UNet: {tr['diffusion'].get('steps_done', '?')} steps, batch "
         f"{tr['diffusion'].get('batch_size', '?')}, lr {tr['diffusion'].get('lr', '?')}, "
-        f"EMA {tr['diffusion'].get('ema_decay', '?')}.",
+        f"EMA {tr['diffusion'].get('ema_decay', '?')}{warm_start(tr['diffusion'])}.",
         f"- Classifier: {c['steps_done']} steps, batch {c['batch_size']} ({c['batch_size'] // 2} counterfactual "
         f"pairs), lr {c['lr']}, weight decay {c['weight_decay']}, EMA {c['ema_decay']}; lesion contrast "
         f"{c['contrast_start_hu']} HU fading to {c['lesions']['contrast_hu']} HU over {c['contrast_ramp']} steps"
         f"{bright_note(c['lesions'])}; "
         f"t = 0 for {c['t_clean_steps']} steps, then t = t_max u^{c['t_power']} with t_max growing to "
-        f"{c['max_timestep']} over {c['t_ramp']} steps, {c['clean_fraction']:.0%} of pairs kept at t = 0.",
+        f"{c['max_timestep']} over {c['t_ramp']} steps, {c['clean_fraction']:.0%} of pairs kept at t = 0"
+        f"{warm_start(c)}.",
         f"- Hardware: {tr['hardware']}.",
         "",
         "## Weights (safetensors, verified on load)",
