@@ -8,7 +8,7 @@ import itertools
 import sys
 
 import numpy as np
-from pancdiff.evaluate import THRESHOLDS, best_allowed, calibrate_map_scale, zone_maps
+from pancdiff.evaluate import THRESHOLDS, best_allowed, calibrate_map_scale, fp_fraction, zone_maps
 from pancdiff.metrics import dice
 from pancdiff.weights import load_bundle
 from scipy import ndimage
@@ -32,8 +32,8 @@ def rows_for(maps: dict, masks: dict, healthy: np.ndarray, hzone: np.ndarray, mi
         dices = {
             n: float(np.mean([dice(keep_large(m >= t, min_px), g) for m, g in zip(maps[n], masks[n])])) for n in maps
         }
-        # the release's measure: mean over healthy slices of the zone fraction flagged
-        fp = float(np.mean([(keep_large(m >= t, min_px) & z).sum() / max(1, z.sum()) for m, z in zip(healthy, hzone)]))
+        kept = np.stack([keep_large(m >= t, min_px) for m in healthy]).astype(np.float32)
+        fp = fp_fraction(kept, hzone, 0.5)  # the release's own measure, on the filtered candidates
         mean = float(np.mean(list(dices.values())))
         rows.append(
             {"threshold": float(t), "dice": mean, **{f"dice_{n}": v for n, v in dices.items()}, "fp_fraction": fp}

@@ -5,6 +5,7 @@ tuning-chosen point; described after the rule decided (nothing is chosen on it).
 """
 
 import dataclasses
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,28 +14,26 @@ import numpy as np
 import torch
 from pancdiff.config import DetectConfig
 from pancdiff.datasets.slice_folder import tuning_test_halves
-from pancdiff.evaluate import build_eval_set, raw_map_grid, zone_maps
+from pancdiff.evaluate import build_eval_set, fp_fraction, raw_map_grid, zone_maps
 from pancdiff.networks import NoisyClassifier, build_unet
-from pancdiff.train import config_from_json
 from pancdiff.weights import ModelBundle, load_bundle, load_weights_into
 from scipy import ndimage
 
 EDGE_PX = 2
 HERE = Path(__file__).resolve().parent
+_spec = importlib.util.spec_from_file_location("release_models", HERE.parents[1] / "scripts" / "release_models.py")
+RELEASE = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(RELEASE)  # its load_run reads a training run folder as the release does
 
 
 def run_bundle(diffusion: Path, classifier: Path) -> ModelBundle:
     """The pair as the release builds it (UNet and classifier share network and preprocessing)."""
-    cfgs = {}
-    for kind, run in (("diffusion", diffusion), ("classifier", classifier)):
-        meta = json.loads((run / "train_config.json").read_text(encoding="utf-8"))
-        meta.pop("kind")
-        cfgs[kind] = config_from_json(None, **meta)
-    c = cfgs["classifier"]
-    unet, clf = build_unet(cfgs["diffusion"].network), NoisyClassifier(c.network)
+    _, d_cfg, _ = RELEASE.load_run(diffusion)
+    _, c_cfg, _ = RELEASE.load_run(classifier)
+    unet, clf = build_unet(d_cfg.network), NoisyClassifier(c_cfg.network)
     load_weights_into(unet, diffusion / "diffusion.safetensors")
     load_weights_into(clf, classifier / "classifier.safetensors")
-    return ModelBundle(unet.eval(), clf.eval(), c.network, c.schedule, c.preprocess, DetectConfig(), "R")
+    return ModelBundle(unet.eval(), clf.eval(), c_cfg.network, c_cfg.schedule, c_cfg.preprocess, DetectConfig(), "R")
 
 
 def chosen_point(path: Path) -> dict:
@@ -52,7 +51,7 @@ def edge_share(bundle: ModelBundle, op: DetectConfig, tune_cases) -> tuple[float
     ]
     flagged = (zone_maps(raw, zone, op) >= op.threshold) & zone
     edge = np.stack([z & ~ndimage.binary_erosion(z, iterations=EDGE_PX) for z in zone])
-    fp = float(np.mean(flagged.reshape(len(zone), -1).sum(1) / np.maximum(zone.reshape(len(zone), -1).sum(1), 1)))
+    fp = fp_fraction(flagged.astype(np.float32), zone, 0.5)
     return fp, float((flagged & edge).sum() / max(1, flagged.sum())), float(edge.sum() / zone.sum())
 
 
