@@ -136,6 +136,34 @@ def test_data_workers_build_reproducible_paired_batches_and_train(tmp_path):
         train("classifier", folder, tmp_path / "bad", dataclasses.replace(cfg, data_workers=-1))
 
 
+def test_real_slots_follow_the_pairs_from_outlined_crops_of_both_classes(tmp_path):
+    folder = write_slice_folder(tmp_path / "tc", with_labels=True)
+    cfg = dataclasses.replace(TINY, paired=True, batch_size=8, augment=NO_AUGMENT, real_fraction=0.5)
+    data = load_slice_data(folder, cfg)
+    bare = int(np.flatnonzero(data.train.labels == 1)[0])
+    data.train.organs[bare] = None  # a tumor crop without an outline never enters
+    batches = _Batches(data.train, cfg, "classifier", np.random.default_rng(0))
+    real = {i: data.train.canvas(i, np.random.default_rng(0), NO_AUGMENT).x for i in range(len(data.train))}
+    seen = set()
+    for _ in range(20):
+        x, y, zone = batches.next(0)
+        assert y.tolist() == [0, 1, 0, 1, 0, 1, 0, 1] and zone.shape[0] == 8
+        assert ((x[0:4:2] - x[1:4:2]).abs().flatten(1).max(1).values > 0.1).all(), "two lesion pairs first"
+        for k in (4, 5, 6, 7):  # then real slices, unchanged crops of the class their label says
+            hits = [i for i, r in real.items() if np.array_equal(r, x[k, 0].numpy())]
+            assert hits and all(int(data.train.labels[i]) == int(y[k]) for i in hits)
+            seen.update(hits)
+    assert bare not in seen
+    weights = train("classifier", folder, tmp_path / "run", dataclasses.replace(cfg, iterations=2))
+    header = (tmp_path / "run" / "loss.csv").read_text().splitlines()[0]
+    assert header.endswith("loss_healthy,loss_lesion,loss_real_healthy,loss_real_tumor") and load_file(str(weights))
+    with pytest.raises(InputError, match="real_fraction"):
+        train("classifier", folder, tmp_path / "bad", dataclasses.replace(cfg, paired=False))
+    data.train.organs[:] = [None if int(lab) == 1 else o for o, lab in zip(data.train.organs, data.train.labels)]
+    with pytest.raises(InputError, match="outline"):
+        _Batches(data.train, cfg, "classifier", np.random.default_rng(0))
+
+
 STRONG = AugmentConfig(rotate_deg=180, flip_lr=True, zoom=0.15, intensity_scale=0.1, intensity_shift=0.03, noise_hu=12)
 
 

@@ -59,6 +59,11 @@ class TrainConfig:
             ``t_clean_steps``; then the largest t grows linearly to ``max_timestep`` over ``t_ramp``
             steps, t = t_max * u**t_power (weighted to low t), and ``clean_fraction`` of the pairs
             stay at t = 0 (where the x0-guided detector asks).
+        real_fraction: paired only; share of each batch given to real slices, half tumor (label
+            1), half healthy (label 0), after the pairs, each with its own t and noise. Only crops
+            with a pancreas outline take part in either class, so the zone's origin (outline or
+            fallback) cannot tell the class. Real tumor slices carry the site confound (MSD against
+            NIH): measure it when using them (``model_runs/20261126-real-slices``).
         assumed_spacing_mm: pixel spacing of slice-folder crops that do not record it.
         init_weights: safetensors of the same network to start from (a fresh run warm-started from
             an earlier one; ignored on resume, where the checkpoint wins).
@@ -94,6 +99,7 @@ class TrainConfig:
     t_ramp: int = 1
     t_power: float = 2.0
     clean_fraction: float = 0.5
+    real_fraction: float = 0.0
     threads: int = 0
     mixed_precision: bool = True
     data_workers: int = 0
@@ -187,6 +193,10 @@ class _Batches:
         self.paired_pool = lesion_hosts(self.by_label[0], data.organs)
         if kind == "classifier" and cfg.paired and len(self.paired_pool) == 0:
             raise InputError("paired classifier training needs healthy slices (tumor = 0)")
+        outlined = [o is not None and o.any() for o in data.organs]
+        self.real_pools = [np.asarray([i for i in ix if outlined[i]], dtype=int) for ix in self.by_label]
+        if kind == "classifier" and real_slots(cfg) and not all(len(ix) for ix in self.real_pools):
+            raise InputError("real_fraction needs healthy and tumor slices with a pancreas outline")
 
     def next(self, step: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Canvases (B, 1, S, S), labels (B,) and, for the classifier, pancreas zones (B, 1, S, S) bool."""
@@ -228,13 +238,27 @@ class _Batches:
         conspicuous = dataclasses.replace(cfg.lesions, contrast_hu=cfg.contrast_start_hu)
         xs: list[np.ndarray] = []
         zs: list[np.ndarray] = []
-        while len(xs) < 2 * max(1, cfg.batch_size // 2):
+        while len(xs) < 2 * max(1, (cfg.batch_size - real_slots(cfg)) // 2):
             c = self.data.canvas(int(self.paired_pool[rng.integers(len(self.paired_pool))]), rng, cfg.augment)
             inserted = self._lesion(c, conspicuous if rng.random() < cfg.conspicuous_fraction else lesions)
             if inserted is not None:
                 xs += [c.x, inserted[0]]
                 zs += [self.data.zone(c)] * 2
-        return _as_batch(xs, np.tile([0, 1], len(xs) // 2), zs)
+        ys = list(np.tile([0, 1], len(xs) // 2))
+        for k in range(real_slots(cfg)):  # then real slices, healthy and tumor in turn
+            pool = self.real_pools[k % 2]
+            c = self.data.canvas(int(pool[rng.integers(len(pool))]), rng, cfg.augment)
+            xs.append(c.x)
+            ys.append(k % 2)
+            zs.append(self.data.zone(c))
+        return _as_batch(xs, ys, zs)
+
+
+def real_slots(cfg: TrainConfig) -> int:
+    """How many slots of a paired batch hold real slices (an even number; at least one pair stays)."""
+    if not cfg.paired or cfg.real_fraction <= 0:
+        return 0
+    return min(2 * round(cfg.batch_size * cfg.real_fraction / 2), 2 * max(0, cfg.batch_size // 2 - 1))
 
 
 class _WorkerBatches(torch.utils.data.IterableDataset):
@@ -415,6 +439,8 @@ def train(
         raise InputError(f"unknown model kind {kind!r}; choose diffusion or classifier")
     if cfg.data_workers < 0:
         raise InputError(f"data_workers must be 0 or more, got {cfg.data_workers}")
+    if not 0 <= cfg.real_fraction < 1 or (cfg.real_fraction and not cfg.paired):
+        raise InputError(f"real_fraction must be in [0, 1) and needs paired batches, got {cfg.real_fraction}")
     out = Path(out_dir)
     rank, world = _init_distributed()
     dev = resolve_device(device) if world == 1 else torch.device(f"cuda:{rank}" if torch.cuda.is_available() else "cpu")
@@ -452,7 +478,9 @@ def train(
     if kind == "classifier":
         val["t_checks"] = sorted({0, 100, cfg.max_timestep // 2, cfg.max_timestep - 1})
     autocast = _autocast(dev) if cfg.mixed_precision else _null()
+    n_real = real_slots(cfg) if kind == "classifier" else 0
     columns = ["step", "loss", "lr", "elapsed_s"] + (["loss_healthy", "loss_lesion"] if kind == "classifier" else [])
+    columns += ["loss_real_healthy", "loss_real_tumor"] if n_real else []
     log = _CsvLog(out / "loss.csv", columns, append=resume) if rank == 0 else None
     vlog = _CsvLog(out / "validation.csv", ["step", "metric", "value"], append=resume) if rank == 0 else None
     start, running, groups = time.monotonic(), [], []
@@ -470,16 +498,18 @@ def train(
                     loss = diffusion_loss(lambda xt, t: net(xt, t).float(), x, alpha_bar)
                 else:
                     if cfg.paired:  # one t and one noise per pair: the lesion is the only difference
-                        t = sample_timesteps(step, x.shape[0] // 2, cfg).repeat_interleave(2).to(dev)
-                        noise = torch.randn_like(x[0::2]).repeat_interleave(2, dim=0)
+                        n_pairs = (x.shape[0] - n_real) // 2
+                        t = sample_timesteps(step, n_pairs, cfg).repeat_interleave(2)
+                        t = torch.cat([t, sample_timesteps(step, n_real, cfg)]).to(dev)
+                        noise = torch.randn_like(x[: 2 * n_pairs : 2]).repeat_interleave(2, dim=0)
+                        noise = torch.cat([noise, torch.randn_like(x[2 * n_pairs :])])
                     else:
                         t = sample_timesteps(step, x.shape[0], cfg).to(dev)
                         noise = torch.randn_like(x)
                     x_t = q_sample(x, t, noise, alpha_bar)
                     per_sample = F.cross_entropy(net(x_t, t, zone).float(), y, reduction="none")
                     loss = per_sample.mean()
-                    losses = per_sample.detach()
-                    groups.append([float(losses[y == g].mean()) if (y == g).any() else np.nan for g in (0, 1)])
+                    groups.append(_group_losses(per_sample.detach(), y, n_real))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -507,6 +537,14 @@ def train(
     if world > 1:
         torch.distributed.destroy_process_group()
     return out / f"{kind}.safetensors"
+
+
+def _group_losses(losses: torch.Tensor, y: torch.Tensor, n_real: int) -> list[float]:
+    """Mean loss of healthy and lesion samples (the pairs, or the whole unpaired batch), then of the
+    real healthy and real tumor slots when a paired batch has them."""
+    cut = len(y) - n_real
+    parts = [(losses[:cut], y[:cut])] + ([(losses[cut:], y[cut:])] if n_real else [])
+    return [float(l[yy == g].mean()) if (yy == g).any() else np.nan for l, yy in parts for g in (0, 1)]
 
 
 def _validate(kind: Kind, model: nn.Module, val: dict, alpha_bar: torch.Tensor) -> dict[str, float]:
