@@ -544,7 +544,7 @@ def _group_losses(losses: torch.Tensor, y: torch.Tensor, n_real: int) -> list[fl
     real healthy and real tumor slots when a paired batch has them."""
     cut = len(y) - n_real
     parts = [(losses[:cut], y[:cut])] + ([(losses[cut:], y[cut:])] if n_real else [])
-    return [float(l[yy == g].mean()) if (yy == g).any() else np.nan for l, yy in parts for g in (0, 1)]
+    return [float(part[yy == g].mean()) if (yy == g).any() else np.nan for part, yy in parts for g in (0, 1)]
 
 
 def _validate(kind: Kind, model: nn.Module, val: dict, alpha_bar: torch.Tensor) -> dict[str, float]:
