@@ -173,3 +173,30 @@ def test_simulated_folder_has_lesions_with_masks_on_darker_pixels(tmp_path, item
     a = read_manifest(write_simulated_folder(folder, tmp_path / "a", spacing_mm=1.5, seed=7))
     b = read_manifest(write_simulated_folder(folder, tmp_path / "b", spacing_mm=1.5, seed=7))
     assert [r.tumor for r in a] == [r.tumor for r in b] and 0 < sum(r.tumor for r in a) < len(a)
+
+
+def test_task07_trains_with_same_site_negatives_in_the_real_slots(msd, tmp_path):
+    """A Task07 tumor patient also has slices without tumor: the split keeps the patient on one side
+    (it refused such folders before), and those slices are the real healthy slots, negatives from the
+    same site (and patients) as the tumors, which pancreas-tc cannot offer."""
+    import dataclasses
+
+    from engine_support import TINY_NETWORK
+    from pancdiff.datasets.msd import load_msd_crops
+    from pancdiff.train import TrainConfig, _Batches, load_slice_data, train
+
+    cfg = TrainConfig(batch_size=8, paired=True, real_fraction=0.5, val_fraction=0.25, preprocess=CFG)
+    data = load_slice_data(msd, cfg)
+    assert not set(data.train_cases) & set(data.val_cases)
+    records, _ = load_msd_crops(msd, CFG, spacing_mm=cfg.assumed_spacing_mm)
+    train_records = [r for r in records if r.case in set(data.train_cases)]
+    assert len(train_records) == len(data.train)
+    batches = _Batches(data.train, cfg, "classifier", np.random.default_rng(0))
+    tumor_cases = {r.case for r in train_records if r.tumor}
+    negative_cases = {train_records[i].case for i in batches.real_pools[0]}
+    assert tumor_cases and negative_cases & tumor_cases, "tumor patients give real negatives"
+    _, y, zone = batches.next(0)
+    assert y.tolist()[-4:] == [0, 1, 0, 1] and bool(zone[-4:].flatten(1).any(1).all())
+    network = dataclasses.replace(TINY_NETWORK, image_size=CFG.image_size)
+    run = dataclasses.replace(cfg, iterations=2, validate_every=2, checkpoint_every=2, threads=1, network=network)
+    assert train("classifier", msd, tmp_path / "run", run).is_file()
