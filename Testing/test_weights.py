@@ -51,8 +51,6 @@ def test_weights_are_not_pickles(tmp_path):
 def test_the_bundled_operating_point_is_the_one_its_card_says_was_chosen():
     """The settings detection loads are those the release chose on the tuning half, and the card's
     markdown is what the release renders from model.json (nothing edited by hand)."""
-    import importlib.util
-
     card = json.loads((bundled_model_dir() / "model.json").read_text(encoding="utf-8"))
     op, chosen = load_bundle().operating_point, card["operating_point_selection"]
     assert (op.guidance, op.map_kind, op.scale, op.noise_level, op.threshold, op.normalization) == (
@@ -61,8 +59,25 @@ def test_the_bundled_operating_point_is_the_one_its_card_says_was_chosen():
     )  # fmt: skip
     if "peak" in chosen:
         assert op.peak_sigma_px == chosen["peak"]["chosen_peak_sigma_px"]
+    assert (bundled_model_dir() / "MODEL_CARD.md").read_text(encoding="utf-8") == _release().card_markdown(card)
+
+
+def test_the_card_says_when_the_classifier_saw_real_tumor_slices():
+    card = json.loads((bundled_model_dir() / "model.json").read_text(encoding="utf-8"))
+    c = card["training"]["classifier"]
+    plain = _release().card_markdown(card)
+    c.update(batch_size=32, paired=True, real_fraction=0.25)
+    mixed = _release().card_markdown(card)
+    assert "(16 counterfactual pairs)" in plain and "teach the site" not in plain
+    assert "(12 counterfactual pairs and 8 real slices, half MSD tumor and half NIH healthy)" in mixed
+    assert "they teach the site as well as the tumor" in mixed
+
+
+def _release():
+    import importlib.util
+
     script = Path(__file__).resolve().parents[1] / "scripts" / "release_models.py"
     spec = importlib.util.spec_from_file_location("release_models", script)
     release = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(release)
-    assert (bundled_model_dir() / "MODEL_CARD.md").read_text(encoding="utf-8") == release.card_markdown(card)
+    return release

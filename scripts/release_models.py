@@ -51,7 +51,7 @@ from pancdiff.evaluate import (
 )
 from pancdiff.networks import NoisyClassifier, build_unet
 from pancdiff.progress import Reporter
-from pancdiff.train import TrainConfig, classifier_probabilities, config_from_json
+from pancdiff.train import TrainConfig, classifier_probabilities, config_from_json, real_slots
 from pancdiff.weights import ModelBundle, load_bundle, load_weights_into, save_bundle
 
 CLASSIFIER_FIELDS = ("classifier_channels", "classifier_attention_levels", "classifier_pooling", "classifier_zone")
@@ -290,7 +290,8 @@ def main() -> int:
             "assumed_pixel_spacing_mm": spacing,
             "pixel_labels": "pancreas and tumor outlines (LABELS.md): pancreas outlines place the simulated lesions "
             "and give the scoring zone and the classifier's pooling zone; tumor outlines serve scores only; the "
-            "classifier never saw a tumor outline or a real tumor slice",
+            "classifier never saw a tumor outline"
+            + ("" if c_meta.get("real_fraction") else " or a real tumor slice"),
         },
         "split": {**split, "tune_cases": tune_cases, "test_cases": test_cases},
         "training": {
@@ -365,6 +366,28 @@ def bright_note(lesions: dict) -> str:
     return f" ({share:.0%} of lesions brighter than their surroundings, the rest darker)" if share else ""
 
 
+def real_slots_of(c: dict) -> int:
+    """Real-slice slots per batch of the classifier record ``c`` (0 for runs before ``real_fraction``)."""
+    paired, fraction = c.get("paired", False), c.get("real_fraction", 0.0)
+    return real_slots(TrainConfig(batch_size=c["batch_size"], paired=paired, real_fraction=fraction))
+
+
+def batch_parts(c: dict) -> str:
+    n_real = real_slots_of(c)
+    pairs = f"{(c['batch_size'] - n_real) // 2} counterfactual pairs"
+    return pairs + (f" and {n_real} real slices, half MSD tumor and half NIH healthy" if n_real else "")
+
+
+def real_slices_confound(c: dict) -> str:
+    if not real_slots_of(c):
+        return ""
+    return (
+        " Its real-slice slots are not paired: there every tumor slice is MSD and every healthy one NIH, so "
+        "they teach the site as well as the tumor (measured in `model_runs/20261126-real-slices`; see the "
+        "known limits)."
+    )
+
+
 def card_markdown(card: dict) -> str:
     v, op, tr = card["validation"], card["operating_point"], card["training"]
     grid, g = card["operating_point_selection"]["grid"], card["release_gate"]
@@ -385,7 +408,8 @@ def card_markdown(card: dict) -> str:
         "- Confounds: the cut is blind to the label (a field centred on the pancreas, the same for every "
         "crop); the classifier trains on counterfactual pairs (a healthy crop and the same crop with a "
         "simulated lesion inside its pancreas, same t and noise), so neither hospital nor crop size can "
-        "explain its label. Its slice AUROC on real labels is still site-confounded (probes below).",
+        "explain its label. Its slice AUROC on real labels is still site-confounded (probes below)."
+        + real_slices_confound(c),
         "",
         "## Preprocessing",
         f"- `{json.dumps(card['preprocess'])}`",
@@ -397,8 +421,8 @@ def card_markdown(card: dict) -> str:
         f"- Diffusion UNet: {tr['diffusion'].get('steps_done', '?')} steps, batch "
         f"{tr['diffusion'].get('batch_size', '?')}, lr {tr['diffusion'].get('lr', '?')}, "
         f"EMA {tr['diffusion'].get('ema_decay', '?')}{warm_start(tr['diffusion'])}.",
-        f"- Classifier: {c['steps_done']} steps, batch {c['batch_size']} ({c['batch_size'] // 2} counterfactual "
-        f"pairs), lr {c['lr']}, weight decay {c['weight_decay']}, EMA {c['ema_decay']}; lesion contrast "
+        f"- Classifier: {c['steps_done']} steps, batch {c['batch_size']} ({batch_parts(c)}), lr {c['lr']}, "
+        f"weight decay {c['weight_decay']}, EMA {c['ema_decay']}; lesion contrast "
         f"{c['contrast_start_hu']} HU fading to {c['lesions']['contrast_hu']} HU over {c['contrast_ramp']} steps"
         f"{bright_note(c['lesions'])}; "
         f"t = 0 for {c['t_clean_steps']} steps, then t = t_max u^{c['t_power']} with t_max growing to "
