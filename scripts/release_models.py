@@ -408,7 +408,7 @@ def card_markdown(card: dict) -> str:
         "- Confounds: the cut is blind to the label (a field centred on the pancreas, the same for every "
         "crop); the classifier trains on counterfactual pairs (a healthy crop and the same crop with a "
         "simulated lesion inside its pancreas, same t and noise), so neither hospital nor crop size can "
-        "explain its label. Its slice AUROC on real labels is still site-confounded (probes below)."
+        "explain a pair's label. Its slice AUROC on real labels is still site-confounded (probes below)."
         + real_slices_confound(c),
         "",
         "## Preprocessing",
