@@ -70,7 +70,7 @@ def test_the_card_says_when_the_classifier_saw_real_tumor_slices():
     c.update(real_fraction=0.25)
     mixed = _release().card_markdown(card)
     assert "(16 counterfactual pairs)" in plain and "real-slice slots are not paired" not in plain
-    assert "(12 counterfactual pairs and 8 real slices, half MSD tumor and half NIH healthy)" in mixed
+    assert "(12 counterfactual pairs and 8 real slices, half tumor and half healthy)" in mixed
     assert "real-slice slots are not paired" in mixed
 
 

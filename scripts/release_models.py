@@ -375,7 +375,7 @@ def real_slots_of(c: dict) -> int:
 def batch_parts(c: dict) -> str:
     n_real = real_slots_of(c)
     pairs = f"{(c['batch_size'] - n_real) // 2} counterfactual pairs"
-    return pairs + (f" and {n_real} real slices, half MSD tumor and half NIH healthy" if n_real else "")
+    return pairs + (f" and {n_real} real slices, half tumor and half healthy" if n_real else "")
 
 
 def real_slices_confound(c: dict) -> str:

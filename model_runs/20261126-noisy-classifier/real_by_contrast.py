@@ -12,8 +12,9 @@ import sys
 import numpy as np
 import torch
 from pancdiff.datasets.slice_folder import tuning_test_halves
-from pancdiff.evaluate import build_eval_set, run_anomaly, zone_maps
+from pancdiff.evaluate import build_eval_set, peak_hits, run_anomaly, zone_maps
 from pancdiff.metrics import dice
+from pancdiff.postprocess import peak_evidence
 from pancdiff.weights import load_bundle
 
 torch.set_num_threads(1)
@@ -26,14 +27,15 @@ cases = set(test if half == "test" else tune)
 real = build_eval_set("../shared/data/pancreas-tc", bundle, cases, 0.8, seed=11).lesions["real"]
 lo, hi = bundle.preprocess.hu_window
 hu = lo + real.x * (hi - lo)
-maps = zone_maps(run_anomaly(bundle, cfg, real.x, real.valid, zone=real.zone), real.zone, cfg)
+raw = run_anomaly(bundle, cfg, real.x, real.valid, zone=real.zone)
+maps = zone_maps(raw, real.zone, cfg)
+hits = peak_hits(peak_evidence(raw, real.zone, maps, cfg), real.mask, real.zone)  # the peak as evaluate finds it
 rows = []
-for h, m, g, z in zip(hu, maps, real.mask, real.zone):
+for h, m, g, z, hit in zip(hu, maps, real.mask, real.zone, hits):
     tissue = z & ~g & (h > 0)
     if not g.any() or not tissue.any():
         continue
-    peak = int(np.argmax(np.where(z, m, -np.inf)))
-    rows.append((h[g].mean() - h[tissue].mean(), dice(m >= cfg.threshold, g), bool(g.flat[peak]), g[z].mean()))
+    rows.append((h[g].mean() - h[tissue].mean(), dice(m >= cfg.threshold, g), hit, g[z].mean()))
 rows = np.array(rows)
 print(f"{len(rows)} real tumor slices, {half} half; operating point N = {cfg.noise_level}, threshold {cfg.threshold}")
 edges = np.quantile(rows[:, 0], [0, 1 / 3, 2 / 3, 1])
