@@ -88,9 +88,9 @@ class DetectionSettings:
         batchSize: slices per batch; 0 lets the engine choose from the free memory.
     """
 
-    guidanceScale: float = 5.0  # defaults: the bundled model's operating point (test_slicer_static checks it)
+    guidanceScale: float = 10.0  # defaults: the bundled model's operating point (test_slicer_static checks it)
     noiseLevel: int = 50
-    threshold: float = 0.40
+    threshold: float = 0.45
     quality: Quality = Quality.FAST
     device: Device = Device.AUTO
     pancreasSource: PancreasSource = PancreasSource.TOTALSEGMENTATOR_FAST
