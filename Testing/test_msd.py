@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from engine_support import TINY_NETWORK
 from pancdiff.config import PreprocessConfig
 from pancdiff.datasets.msd import (
     list_msd_cases,
@@ -21,6 +23,7 @@ from pancdiff.datasets.simulated import write_simulated_folder
 from pancdiff.datasets.slice_folder import load_slice_image, read_manifest
 from pancdiff.errors import InputError
 from pancdiff.phantom import PhantomConfig, write_phantom_dataset
+from pancdiff.train import TrainConfig, _Batches, load_slice_data, train
 
 SMALL = PhantomConfig(shape=(14, 80, 80), spacing=(2.4, 2.4, 3.0))
 CFG = PreprocessConfig(image_size=48, pixel_spacing_mm=1.5, support_mm=64.0)
@@ -179,12 +182,6 @@ def test_task07_trains_with_same_site_negatives_in_the_real_slots(msd, tmp_path)
     """A Task07 tumor patient also has slices without tumor: the split keeps the patient on one side
     (it refused such folders before), and those slices are the real healthy slots, negatives from the
     same site (and patients) as the tumors, which pancreas-tc cannot offer."""
-    import dataclasses
-
-    from engine_support import TINY_NETWORK
-    from pancdiff.datasets.msd import load_msd_crops
-    from pancdiff.train import TrainConfig, _Batches, load_slice_data, train
-
     cfg = TrainConfig(batch_size=8, paired=True, real_fraction=0.5, val_fraction=0.25, preprocess=CFG)
     data = load_slice_data(msd, cfg)
     assert not set(data.train_cases) & set(data.val_cases)

@@ -195,7 +195,8 @@ class _Batches:
             raise InputError("paired classifier training needs healthy slices (tumor = 0)")
         outlined = [o is not None and o.any() for o in data.organs]
         self.real_pools = [np.asarray([i for i in ix if outlined[i]], dtype=int) for ix in self.by_label]
-        if kind == "classifier" and real_slots(cfg) and not all(len(ix) for ix in self.real_pools):
+        self.n_real = real_slots(cfg)
+        if kind == "classifier" and self.n_real and not all(len(ix) for ix in self.real_pools):
             raise InputError("real_fraction needs healthy and tumor slices with a pancreas outline")
 
     def next(self, step: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -238,14 +239,14 @@ class _Batches:
         conspicuous = dataclasses.replace(cfg.lesions, contrast_hu=cfg.contrast_start_hu)
         xs: list[np.ndarray] = []
         zs: list[np.ndarray] = []
-        while len(xs) < 2 * max(1, (cfg.batch_size - real_slots(cfg)) // 2):
+        while len(xs) < 2 * max(1, (cfg.batch_size - self.n_real) // 2):
             c = self.data.canvas(int(self.paired_pool[rng.integers(len(self.paired_pool))]), rng, cfg.augment)
             inserted = self._lesion(c, conspicuous if rng.random() < cfg.conspicuous_fraction else lesions)
             if inserted is not None:
                 xs += [c.x, inserted[0]]
                 zs += [self.data.zone(c)] * 2
         ys = list(np.tile([0, 1], len(xs) // 2))
-        for k in range(real_slots(cfg)):  # then real slices, healthy and tumor in turn
+        for k in range(self.n_real):  # then real slices, healthy and tumor in turn
             pool = self.real_pools[k % 2]
             c = self.data.canvas(int(pool[rng.integers(len(pool))]), rng, cfg.augment)
             xs.append(c.x)

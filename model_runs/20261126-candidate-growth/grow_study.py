@@ -4,18 +4,22 @@ the bundle.
     python model_runs/20261126-candidate-growth/grow_study.py /work/runs/s6/tune_maps.npz
 """
 
-import dataclasses
-import itertools
+import importlib.util
 import sys
+from pathlib import Path
 
 import numpy as np
-from pancdiff.evaluate import THRESHOLDS, best_allowed, calibrate_map_scale, fp_fraction, zone_maps
 from pancdiff.metrics import dice
 from pancdiff.weights import load_bundle
 from scipy import ndimage
 
+_spec = importlib.util.spec_from_file_location(
+    "component_study", Path(__file__).resolve().parents[1] / "20261126-component-filter" / "component_study.py"
+)
+STUDY = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(STUDY)  # the release's rule on cached maps, shared with the size study
+
 RATIOS = (1.0, 0.8, 0.7, 0.6, 0.5, 0.4)
-EIGHT = np.ones((3, 3), bool)
 
 
 def grow(m: np.ndarray, threshold: float, ratio: float) -> np.ndarray:
@@ -23,44 +27,11 @@ def grow(m: np.ndarray, threshold: float, ratio: float) -> np.ndarray:
     seeds = m >= threshold
     if ratio >= 1 or not seeds.any():
         return seeds
-    labels, n = ndimage.label(m >= ratio * threshold, structure=EIGHT)
+    labels, n = ndimage.label(m >= ratio * threshold, structure=STUDY.EIGHT)
     keep = np.zeros(n + 1, bool)
     keep[np.unique(labels[seeds])] = True
     keep[0] = False
     return keep[labels]
-
-
-def rows_for(maps: dict, masks: dict, healthy: np.ndarray, hzone: np.ndarray, ratio: float, small) -> list[dict]:
-    rows = []
-    for t in THRESHOLDS:
-        per = {n: np.array([dice(grow(m, t, ratio), g) for m, g in zip(maps[n], masks[n])]) for n in maps}
-        grown = np.stack([grow(m, t, ratio) for m in healthy]).astype(np.float32)
-        rows.append(
-            {
-                "threshold": float(t),
-                "dice": float(np.mean([v.mean() for v in per.values()])),
-                **{f"dice_{n}": float(v.mean()) for n, v in per.items()},
-                "dice_real_small": float(per["real"][small].mean()),
-                "dice_real_large": float(per["real"][~small].mean()),
-                "fp_fraction": fp_fraction(grown, hzone, 0.5),  # the release's measure, on the grown candidates
-            }
-        )
-    return rows
-
-
-def choose(raw: dict, zones: dict, masks: dict, hz: np.ndarray, base, ratio: float, small) -> tuple[dict, str]:
-    """The release's rule at one ratio: normalization, evidence floor and threshold."""
-    scale = calibrate_map_scale(raw["healthy"], hz, base.smooth_sigma_px)
-    best = None
-    for norm, floor in itertools.product(("slice", "calibrated"), (0.0, 0.02, 0.05)):
-        cfg = dataclasses.replace(base, normalization=norm, map_scale=scale, min_anomaly=floor)
-        maps = {n: zone_maps(raw[n], zones[n], cfg) for n in masks}
-        rows = rows_for(maps, masks, zone_maps(raw["healthy"], hz, cfg), hz, ratio, small)
-        r = rows[best_allowed(rows, 0.02)]
-        ok = r["fp_fraction"] <= 0.02
-        if best is None or (ok, r["dice"]) > (best[0]["fp_fraction"] <= 0.02, best[0]["dice"]):
-            best = (r, f"{norm} floor {floor:g} thr {r['threshold']:g}")
-    return best
 
 
 def main(path: str) -> None:
@@ -83,7 +54,7 @@ def main(path: str) -> None:
     for label, key in (("shipped (guidance, S 5)", "guidance|5"), ("unguided |x − x̂| (S 0)", "input|0")):
         raw = {n: d[f"{n}|{key}"] for n in (*names, "healthy")}
         for ratio in RATIOS:
-            r, chosen = choose(raw, zones, masks, hz, base, ratio, small)
+            r, chosen = STUDY.choose(raw, zones, masks, hz, base, lambda m, t, q=ratio: grow(m, t, q), small)
             print(f"| {label} | {ratio:g} | {chosen} | {r['dice_real']:.3f} | {r['dice_real_small']:.3f} | "
                   f"{r['dice_real_large']:.3f} | {r['dice_simulated']:.3f} | {r['dice']:.3f} | "
                   f"{r['fp_fraction']:.4f} |")  # fmt: skip
