@@ -164,7 +164,9 @@ def test_real_slots_follow_the_pairs_from_outlined_crops_of_both_classes(tmp_pat
         _Batches(data.train, cfg, "classifier", np.random.default_rng(0))
 
 
-STRONG = AugmentConfig(rotate_deg=180, flip_lr=True, zoom=0.15, intensity_scale=0.1, intensity_shift=0.03, noise_hu=12)
+STRONG = AugmentConfig(
+    rotate_deg=180, flip_lr=True, zoom=0.15, intensity_scale=0.1, intensity_shift=0.03, noise_hu=12, blur_px=1.5
+)
 
 
 def test_strong_augmentation_keeps_each_pair_identical_outside_its_lesion(tmp_path):
@@ -191,6 +193,27 @@ def test_noise_augmentation_has_the_asked_strength():
     stds = [sampler.canvas(0, np.random.default_rng(i), aug) for i in range(40)]
     stds = [float(c.x[c.valid].std()) * 400 for c in stds]  # HU
     assert max(stds) < 12.5 and np.mean(stds) == pytest.approx(6, abs=1.5)
+
+
+def test_blur_augmentation_smooths_texture_without_bleeding_the_fill():
+    """Blur is drawn per canvas in U(0, blur_px); it lowers fine texture and the support's border keeps
+    its level (the fill outside is never averaged in)."""
+    rng = np.random.default_rng(0)
+    image = np.clip(0.6 + 0.06 * rng.standard_normal((80, 80)), 0, 1).astype(np.float32)
+    sampler = CropSampler([image], [0], PreprocessConfig(support_mm=40.0), 1.0)
+
+    def texture(c) -> float:
+        inner = ndimage.binary_erosion(c.valid, iterations=3)
+        return float((c.x - ndimage.gaussian_filter(c.x, 1.0))[inner].std())
+
+    sharp = [texture(sampler.canvas(0, np.random.default_rng(i), NO_AUGMENT)) for i in range(10)]
+    blurred = [sampler.canvas(0, np.random.default_rng(i), dataclasses.replace(NO_AUGMENT, blur_px=2.0))
+               for i in range(10)]  # fmt: skip
+    assert np.mean([texture(c) for c in blurred]) < 0.75 * np.mean(sharp)
+    for c in blurred:
+        border = c.valid & ~ndimage.binary_erosion(c.valid)
+        assert abs(float(c.x[border].mean()) - 0.6) < 0.03, "the fill (0) bled into the support's border"
+        assert (c.x[~c.valid] == 0).all()
 
 
 def test_a_narrower_window_rewindows_stored_crops(tmp_path):

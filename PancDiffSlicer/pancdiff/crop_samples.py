@@ -34,6 +34,11 @@ class AugmentConfig:
         zoom: relative jitter of the canvas pixel spacing (anatomy drawn U(1 - zoom, 1 + zoom) larger).
         noise_hu: Gaussian noise of a standard deviation drawn from U(0, noise_hu) HU, added inside
             the support (scanners and dose differ; a lesion added after it sees the same noise).
+        blur_px: Gaussian blur of a sigma drawn from U(0, blur_px) canvas pixels, inside the support,
+            before the noise. Reconstruction kernels and slice thickness differ between hospitals:
+            a classifier trained on two sites took smoothness for tumor (blurring NIH healthy crops
+            by 1.5 px raised their p(tumor) from 0.27 to 0.45; the 3 mm sample CT, at 9.6 HU of
+            fine texture against 22-24 in the training crops, scored 0.93 without a lesion).
     Rotation, flips, zoom and noise keep a classifier from memorising its ~800 training crops (the
     paired classifier reached AUROC 0.96 on them and 0.81 on the tuning half without them).
     """
@@ -46,6 +51,7 @@ class AugmentConfig:
     intensity_shift: float = 0.02
     zoom: float = 0.0
     noise_hu: float = 0.0
+    blur_px: float = 0.0
 
 
 NO_AUGMENT = AugmentConfig(box_fraction=(1.0, 1.0), shift_mm=0.0, intensity_scale=0.0, intensity_shift=0.0)
@@ -64,6 +70,14 @@ class Canvas:
     valid: np.ndarray
     organ: np.ndarray | None = None
     masks: dict = field(default_factory=dict)
+
+
+def smooth_inside(x: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+    """``x`` Gaussian-smoothed with weights from the support only (normalized convolution), so the
+    fill outside never bleeds into the border."""
+    w = ndimage.gaussian_filter(valid.astype(np.float32), sigma)
+    num = ndimage.gaussian_filter(np.where(valid, x, 0.0).astype(np.float32), sigma)
+    return np.where(w > 1e-6, num / np.maximum(w, 1e-6), x).astype(np.float32)
 
 
 class CropSampler:
@@ -153,6 +167,9 @@ class CropSampler:
             gain = 1 + rng.uniform(-aug.intensity_scale, aug.intensity_scale)
             offset = rng.uniform(-aug.intensity_shift, aug.intensity_shift)
             x = np.where(valid, np.clip(x * gain + offset, 0, 1), x).astype(np.float32)
+        if aug.blur_px:
+            blurred = smooth_inside(x, valid, rng.uniform(0, aug.blur_px))
+            x = np.where(valid, blurred, x).astype(np.float32)
         if aug.noise_hu:
             lo, hi = self.preprocess.hu_window
             sigma = rng.uniform(0, aug.noise_hu) / (hi - lo)
