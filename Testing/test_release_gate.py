@@ -104,3 +104,8 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     cal = card["confidence_calibration"]
     assert (bundle.calibration.a, bundle.calibration.b) == (cal["a"], cal["b"]) and bundle.calibration.a > 0
     assert {"tuning", "test"} <= set(cal) and "ece_calibrated" in cal["test"]
+    domain = card["input_domain"]  # the texture range every detection checks its CT against
+    low, high = domain["fine_texture_hu"]
+    assert domain["canvases"] > 0 and low <= domain["median_hu"] <= high
+    assert "- Input domain: fine texture" in text
+    assert load_bundle(out).card["input_domain"] == domain

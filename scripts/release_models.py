@@ -49,6 +49,7 @@ from pancdiff.evaluate import (
     setting_maps,
     threshold_rows,
 )
+from pancdiff.input_domain import training_range
 from pancdiff.networks import NoisyClassifier, build_unet
 from pancdiff.progress import Reporter
 from pancdiff.train import TrainConfig, classifier_probabilities, config_from_json, real_slots
@@ -316,6 +317,7 @@ def main() -> int:
         "confidence_calibration; ECE on the test half "
         f"{calibration['test']['ece_softmax']} as softmax, {calibration['test']['ece_calibrated']} calibrated)",
         "confidence_calibration": calibration,
+        "input_domain": training_range(tune.x[tune.has_outline], tune.zone[tune.has_outline], preprocess.hu_window),
         "validation": results,
     }
     with staged_folder(args.out) as staged:
@@ -388,6 +390,18 @@ def real_slices_confound(c: dict) -> str:
     )
 
 
+def input_domain_lines(domain: dict | None) -> list[str]:
+    """The card's input-domain range, which every detection checks its CT against."""
+    if not domain:
+        return []
+    low, high = domain["fine_texture_hu"]
+    return [
+        f"- Input domain: fine texture {low:.1f}-{high:.1f} HU (median {domain['median_hu']:.1f}, "
+        f"{domain['canvases']} tuning canvases; {domain['definition']}). A CT outside it gets a warning next to "
+        "its confidence (`pancdiff.input_domain`)."
+    ]
+
+
 def card_markdown(card: dict) -> str:
     v, op, tr = card["validation"], card["operating_point"], card["training"]
     grid, g = card["operating_point_selection"]["grid"], card["release_gate"]
@@ -454,6 +468,7 @@ def card_markdown(card: dict) -> str:
         f"Passed: {g['passed']}.",
         f"- Looked at before this release: {card.get('looked_at') or 'the tuning-half figures above only'}.",
         "- Confidence: " + card["confidence"] + ".",
+        *input_domain_lines(card.get("input_domain")),
         "",
         "## Validation figures (test half; nothing was chosen on it)",
         "",

@@ -387,6 +387,9 @@ def confidenceText(summary: Summary, card: dict) -> str:
     elif ece is not None:
         text += f" (calibrated on validation slices, held-out calibration error {ece:.2f}"
         text += "; for its data's tumor/healthy mix)"
+    domainWarning = (summary.raw.get("input_domain") or {}).get("warning")
+    if domainWarning:
+        text += f"\nWARNING: {domainWarning}."
     text += f"\nModel {summary.modelId or 'unknown'}"
     validation = card.get("validation") or {}
     classifier = validation.get("classifier") or {}

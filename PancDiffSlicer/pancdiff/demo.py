@@ -220,6 +220,7 @@ def render_demo_comparison(
     Same slices (the lesion's largest section and its neighbours), same colour scale, the lesion and
     the pancreas outlined on both: where the models find the lesion, it shows as a difference here.
     """
+    from .input_domain import check
     from .pipeline import _ijk_to_view, confidence_note, slice_position_mm, slice_strip
     from .report import ReportPoint, render_comparison
 
@@ -252,11 +253,12 @@ def render_demo_comparison(
     point = ReportPoint("lesion center", _ijk_to_view(b.reorientation, b.heatmap.shape, ijk))
     strips = [slice_strip(det, [], lesion.mask) for det in (a, b)]
     cfg = b.cfg
+    domain = check(b.fine_texture_hu, summary["model"].get("input_domain"))
     title = (
         f"PancDiff demo: the sample CT as is vs with a simulated lesion ({lesion.delta_hu:+g} HU, "
         f"~{lesion.radii_mm[1]:g} mm radius)\nmodel {summary['model'].get('model_id')}   S={cfg.scale:g}  "
         f"N={cfg.noise_level}  K={cfg.steps}  threshold={cfg.threshold:g}\n"
-        f"{confidence_note(b.overall_confidence, summary['model'])}"
+        f"{confidence_note(b.overall_confidence, summary['model'], domain)}"
     )
     return render_comparison(
         path,
@@ -284,6 +286,7 @@ def _run_digest(summary: dict[str, Any], lesion: SimulatedLesion, grid: ImageGri
     peak = summary["peaks"][0] if summary["peaks"] else None
     digest: dict[str, Any] = {
         "overall_confidence": summary["overall_confidence"],
+        "input_domain": summary.get("input_domain"),
         "candidate_voxels": summary["candidate_voxels"],
         "strongest_peak": peak,
         "strongest_peak_to_lesion_center_mm": None,
@@ -320,6 +323,9 @@ def headline(summary: dict[str, Any]) -> str:
         ),
         f"lesion center: {b['lesion_center_result']}",
     ]
+    domain_warning = (a.get("input_domain") or {}).get("warning")
+    if domain_warning:
+        lines.insert(2, f"WARNING: {domain_warning}")
     if "warning" in summary:
         lines.insert(0, f"WARNING: {summary['warning']}")
     return "\n".join(lines)

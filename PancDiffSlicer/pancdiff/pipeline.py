@@ -139,6 +139,7 @@ class VolumeDetection:
         device: the torch device it ran on.
         seconds: wall time per stage.
         encoding: where the DDIM encoding came from (``summary.json`` "encoding", see ``_detect_cached``).
+        fine_texture_hu: the CT's fine texture in the pancreas zone (``pancdiff.input_domain``), or None.
     """
 
     heatmap: np.ndarray
@@ -163,6 +164,7 @@ class VolumeDetection:
     device: str = "cpu"
     seconds: dict[str, float] = field(default_factory=dict)
     encoding: dict[str, Any] = field(default_factory=dict)
+    fine_texture_hu: float | None = None
 
     @property
     def overall_confidence(self) -> float | None:
@@ -221,6 +223,7 @@ def detect_volume(
         InputError: no slice to analyze, or invalid settings.
     """
     from .detection import Detector
+    from .input_domain import fine_texture_hu
     from .postprocess import evidence_maps, near_mask, peak_evidence, trusted_support
     from .preprocess import extract_slices, pancreas_zones, paste_back
 
@@ -245,6 +248,7 @@ def detect_volume(
     t0 = time.monotonic()
     detector = Detector(bundle, cfg)
     zone = pancreas_zones(mask, batch, bundle.preprocess)
+    texture = fine_texture_hu(batch.canvases, zone, bundle.preprocess.hu_window)
     result, encoding = _detect_cached(detector, batch.canvases, batch.valid, zone, encoding_cache, reporter)
     seconds["detect"] = time.monotonic() - t0
 
@@ -293,6 +297,7 @@ def detect_volume(
         device=str(detector.device),
         seconds=seconds,
         encoding=encoding,
+        fine_texture_hu=texture,
     )
 
 
@@ -424,6 +429,7 @@ def write_results(
             and its largest section always shown.
     """
     from .ctio import write_like
+    from .input_domain import check
     from .report import render_report
 
     out = Path(out_dir)
@@ -445,6 +451,7 @@ def write_results(
     plan = report_plan(det, markers or [], scored, reference)
     untrained = bool(bundle_info.get("untrained"))
     cfg = det.cfg
+    domain = check(det.fine_texture_hu, bundle_info.get("input_domain"))
     render_report(
         out / "report.png",
         view(np.asarray(ct.array)),
@@ -462,7 +469,7 @@ def write_results(
         f"{_fmt(det.overall_confidence)}",
         subtitle=f"model {bundle_info.get('model_id')}   S={cfg.scale:g}  N={cfg.noise_level}  K={cfg.steps}  "
         f"threshold={cfg.threshold:g}",
-        confidence_note=confidence_note(det.overall_confidence, bundle_info),
+        confidence_note=confidence_note(det.overall_confidence, bundle_info, domain),
         anomaly_range=_anomaly_range(cfg, hu_window),
         warning="UNTRAINED RANDOM WEIGHTS: pipeline test only, the maps mean nothing" if untrained else "",
     )
@@ -475,6 +482,7 @@ def write_results(
         "settings": to_dict(cfg),
         "overall_confidence": det.overall_confidence,
         "overall_confidence_definition": OVERALL_CONFIDENCE_DEFINITION,
+        "input_domain": domain,
         "analyzed_slices": len(det.findings),
         "analyzed_tiles": len(det.tile_slice),
         "evaluations_per_slice": det.evaluations_per_slice,
@@ -687,10 +695,13 @@ def _anomaly_range(cfg: DetectConfig, hu_window: tuple[float, float]) -> tuple[f
     return vmax, f"|x - x\u0302|, 0-{vmax * (hu_window[1] - hu_window[0]):.0f} HU"
 
 
-def confidence_note(confidence: float | None, bundle_info: dict[str, Any]) -> str:
-    """What the overall confidence means, with the classifier's held-out quality from the model card."""
+def confidence_note(confidence: float | None, bundle_info: dict[str, Any], domain: dict | None = None) -> str:
+    """What the overall confidence means, with the classifier's held-out quality from the model card, and
+    the input-domain warning (``pancdiff.input_domain.check``) where the CT lies outside the training range."""
     if confidence is None:
         return ""
+    if (domain or {}).get("warning"):
+        return f"overall confidence {confidence:.2f}: WARNING, {domain['warning']}"
     text = f"overall confidence {confidence:.2f} = the highest slice p(tumor) of the classifier"
     auroc = bundle_info.get("classifier_auroc")
     ece = bundle_info.get("confidence_ece")
@@ -717,6 +728,7 @@ def model_info(bundle: ModelBundle) -> dict[str, Any]:
         "classifier_auroc": None if auroc is None else round(float(auroc), 3),
         "confidence_calibrated": not bundle.calibration.identity,
         "confidence_ece": None if ece is None or bundle.calibration.identity else round(float(ece), 3),
+        "input_domain": (bundle.card or {}).get("input_domain"),
     }
 
 
