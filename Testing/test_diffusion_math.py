@@ -7,11 +7,13 @@ encoding followed by unguided decoding must return the input, up to a discretisa
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
-from pancdiff.config import DetectConfig
-from pancdiff.detection import Detector, evaluations_per_slice
+from pancdiff.config import MAP_KINDS, DetectConfig
+from pancdiff.detection import Detector, evaluations_per_slice, map_from
 from pancdiff.diffusion import (
     alpha_bar_schedule,
     ddim_decode,
@@ -218,6 +220,30 @@ def test_guidance_moves_a_dark_region_toward_healthy_and_scale_zero_does_not():
     lesion = float(x[0, region[0], region[1]].mean())
     assert abs(means[0.0] - lesion) < 0.01, "unguided reconstruction must keep the lesion"
     assert means[10.0] > lesion + 0.05, f"guidance toward healthy must brighten the dark region: {means}"
+
+
+def test_signed_maps_keep_only_what_the_guided_decode_brightened():
+    x = np.array([[0.5, 0.5, 0.5]], np.float32)
+    plain = np.array([[0.5, 0.6, 0.5]], np.float32)
+    guided = np.array([[0.7, 0.4, 0.5]], np.float32)  # brightened, darkened, unchanged
+    np.testing.assert_allclose(map_from("input", x, plain, guided), [[0.2, 0.1, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(map_from("input_signed", x, plain, guided), [[0.2, 0.0, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(map_from("guidance", x, plain, guided), [[0.2, 0.2, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(map_from("guidance_signed", x, plain, guided), [[0.2, 0.0, 0.0]], atol=1e-6)
+
+    region = (slice(3, 7), slice(3, 7))
+    dark = np.full((1, 10, 10), MU, dtype=np.float32)
+    dark[0, region[0], region[1]] = MU - 0.15
+    cfg = DetectConfig(scale=10.0, noise_level=300, steps=15, smooth_sigma_px=0.0, device="cpu")
+    grid = Detector(_analytic_bundle(region), cfg).map_grid(dark, None, [0.0, 10.0], kinds=MAP_KINDS)
+    rec, plain = grid["reconstruction"][("noisy", 10.0)], grid["reconstruction"][("noisy", 0.0)]
+    for kind, reference in (("input", dark), ("guidance", plain)):
+        unsigned, signed = grid["anomaly"][("noisy", kind, 10.0)], grid["anomaly"][("noisy", kind + "_signed", 10.0)]
+        np.testing.assert_allclose(signed, np.maximum(rec - reference, 0), atol=1e-6)
+        assert (signed <= unsigned + 1e-7).all() and signed[0, region[0], region[1]].mean() > 0.05
+    for kind in ("input", "guidance"):  # a signed map costs what its unsigned map costs
+        signed_cfg, unsigned_cfg = (dataclasses.replace(cfg, map_kind=k) for k in (kind + "_signed", kind))
+        assert evaluations_per_slice(signed_cfg) == evaluations_per_slice(unsigned_cfg)
 
 
 def test_healthy_is_logit_zero_and_guidance_targets_it():

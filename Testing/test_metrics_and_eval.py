@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from engine_support import TINY_NETWORK, write_slice_folder
 from pancdiff.benchmark import run_benchmark
-from pancdiff.config import DetectConfig
+from pancdiff.config import MAP_KINDS, DetectConfig
 from pancdiff.datasets.slice_folder import read_manifest
 from pancdiff.detection import Detector
 from pancdiff.errors import InputError
@@ -236,7 +236,7 @@ def test_benchmark_reports_passes_time_and_agreement(eval_data):
         bundle, data.x[:1], data.valid[:1], fast, (3, 12), solvers=("ddim", "dpm2m"), by_map_kind=True
     )
     rows = {(r["map_kind"], r["solver"], r["steps"]): r for r in kinds["by_map_kind"]}
-    assert set(rows) == {(k, s, n) for k in ("input", "guidance") for s in ("ddim", "dpm2m") for n in (3, 12)}
+    assert set(rows) == {(k, s, n) for k in MAP_KINDS for s in ("ddim", "dpm2m") for n in (3, 12)}
     assert rows["input", "ddim", 12]["map_pearson"] == pytest.approx(1.0)  # K = N with DDIM is the reference
     assert rows["guidance", "ddim", 3]["evals_per_slice"] == 4 * 3 and rows["input", "ddim", 3]["fewer_passes"] > 3
 
@@ -246,7 +246,7 @@ def test_operating_point_search_respects_the_false_positive_bound(eval_data):
     chosen, rows = choose_operating_point(bundle, data, scales=(0.0, 2.0), noises=(12,), steps=2, max_fp=0.02)
     assert {r["normalization"] for r in rows} == {"slice", "calibrated"}
     assert {r["guidance"] for r in rows if r["scale"] > 0} == {"noisy", "x0"}
-    assert {r["map_kind"] for r in rows if r["scale"] > 0} == {"input", "guidance"}
+    assert {r["map_kind"] for r in rows if r["scale"] > 0} == set(MAP_KINDS)
     assert all("dice_real" in r and "dice_simulated" in r for r in rows)
     allowed = [r for r in rows if r["fp_fraction"] <= 0.02] or rows
     best = max(allowed, key=lambda r: r["dice"])
@@ -273,7 +273,7 @@ def test_one_encoding_serves_every_scale(eval_data):
     base = DetectConfig(noise_level=12, steps=3, device="cpu", smooth_sigma_px=0)
     grid = raw_map_grid(bundle, base, x, v, (0.0, 2.0), ("noisy", "x0"))
     for guidance in ("noisy", "x0"):
-        for kind in ("input", "guidance"):
+        for kind in MAP_KINDS:
             cfg = dataclasses.replace(base, scale=2.0, guidance=guidance, map_kind=kind)
             alone = Detector(bundle, cfg).detect(x, v).anomaly
             np.testing.assert_allclose(grid[(guidance, kind, 2.0)], alone, atol=1e-5)

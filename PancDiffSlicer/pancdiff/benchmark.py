@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DetectConfig
+from .config import MAP_KINDS, DetectConfig
 from .detection import Detector, evaluations_per_slice, normalize_maps
-from .evaluate import MAP_KINDS, raw_map_grid
+from .evaluate import raw_map_grid
 from .metrics import dice, pearson
 from .progress import QUIET, Reporter, StepProgress
 from .weights import ModelBundle

@@ -72,6 +72,12 @@ class PreprocessConfig:
 
 
 GUIDANCE_STEPS = ("paper", "integrated", "extrapolated")
+MAP_KINDS = ("input", "guidance", "input_signed", "guidance_signed")
+
+
+def needs_unguided(map_kind: str) -> bool:
+    """Whether the map compares with the unguided decode (and so costs it)."""
+    return map_kind.startswith("guidance")
 """How a decode step weighs the classifier gradient (``pancdiff.diffusion.ddim_decode``)."""
 
 GRID_POWERS = (1.0, 4.0)
@@ -109,7 +115,10 @@ class DetectConfig:
             the UNet's predicted clean slice at t = 0, where it separates lesions best).
         map_kind: "input" (the paper: |x - x_hat|) or "guidance" (|x_hat_unguided - x_hat|, both
             decoded from the same latent, so the inversion's own error cancels; K - 1 more UNet
-            passes, as the two decodes share their first).
+            passes, as the two decodes share their first); "input_signed" / "guidance_signed" keep
+            only what the healthy-ward decode brightened (x_hat - x, x_hat - x_hat_unguided, clipped
+            at 0): a hypoattenuating tumor is brightened, a darkened spot is never one
+            (``map_from``).
         solver: "ddim" (the paper's first-order steps) or "dpm2m" (DPM-Solver++(2M): second order,
             same passes, closer to the K = N run at small K).
         grid_power: step grid t_k = N (k / K)^power: 1 = even (the paper); > 1 puts more steps at
@@ -163,8 +172,8 @@ class DetectConfig:
             raise InputError(f"grid power must be in [{GRID_POWERS[0]:g}, {GRID_POWERS[1]:g}], got {self.grid_power}")
         if self.guidance_step not in GUIDANCE_STEPS:
             raise InputError(f"guidance step must be one of {', '.join(GUIDANCE_STEPS)}, got {self.guidance_step!r}")
-        if self.map_kind not in ("input", "guidance"):
-            raise InputError(f"map kind must be input or guidance, got {self.map_kind!r}")
+        if self.map_kind not in MAP_KINDS:
+            raise InputError(f"map kind must be one of {', '.join(MAP_KINDS)}, got {self.map_kind!r}")
         if not 0.0 <= self.edge_mm <= 20.0:
             raise InputError(f"edge_mm must be in 0..20 mm, got {self.edge_mm}")
         if not 0.0 <= self.min_anomaly < 1.0:
@@ -219,6 +228,8 @@ __all__ = [
     "NetworkConfig",
     "PreprocessConfig",
     "DetectConfig",
+    "MAP_KINDS",
+    "needs_unguided",
     "to_dict",
     "from_dict",
 ]

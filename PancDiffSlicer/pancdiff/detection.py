@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .config import DetectConfig, to_dict
+from .config import DetectConfig, needs_unguided, to_dict
 from .device import resolve_device
 from .diffusion import alpha_bar_schedule, ddim_decode, ddim_encode, step_grid
 from .encoding_cache import module_sha256
@@ -54,8 +54,15 @@ def evaluations_per_slice(cfg: DetectConfig) -> int:
     """K encoding + K decoding UNet passes, K classifier gradients when guided, K - 1 more UNet passes
     for the unguided decode of the "guidance" map (its first pass, eps(x_N, N), is the guided
     decode's: ``_SharedStart``), 1 confidence pass."""
-    unguided = cfg.steps - 1 if cfg.map_kind == "guidance" and cfg.scale > 0 else 0
+    unguided = cfg.steps - 1 if needs_unguided(cfg.map_kind) and cfg.scale > 0 else 0
     return 2 * cfg.steps + (cfg.steps if cfg.scale > 0 else 0) + unguided + 1
+
+
+def map_from(kind: str, x: np.ndarray, plain: np.ndarray | None, reconstruction: np.ndarray) -> np.ndarray:
+    """One channel's anomaly map of a map kind (``DetectConfig.map_kind``): the change the guided decode
+    made against the input or the unguided decode, absolute or (``_signed``) brightening only."""
+    change = reconstruction - (plain if needs_unguided(kind) else x)
+    return np.maximum(change, 0.0) if kind.endswith("_signed") else np.abs(change)
 
 
 def smooth_maps(anomaly: np.ndarray, smooth_sigma_px: float = 0.0) -> np.ndarray:
@@ -191,7 +198,7 @@ class Detector:
         guided = [s for s in scales if s > 0]
         start = _SharedStart(x_n)
         plain = None
-        if 0.0 in scales or ("guidance" in kinds and guided):
+        if 0.0 in scales or (any(map(needs_unguided, kinds)) and guided):
             plain = self.decode(x_n, 0.0, tick, start=start)[:, 0].float().cpu().numpy()
         out = {}
         for g in guidances:
@@ -202,7 +209,7 @@ class Detector:
                 rec = self.decode(x_n, s, tick, guidance=g, zone=zone, start=start)[:, 0].float().cpu().numpy()
                 out[("reconstruction", g, s)] = rec
                 for kind in kinds:  # one channel: the channel sum is the map itself
-                    out[(g, kind, s)] = np.abs((plain if kind == "guidance" else x_np) - rec)
+                    out[(g, kind, s)] = map_from(kind, x_np, plain, rec)
         return out
 
     # -- the whole detection ---------------------------------------------------------------------
@@ -269,7 +276,7 @@ class Detector:
         if zone is not None and np.shape(zone) != x.shape:
             raise ValueError(f"zones {np.shape(zone)} do not match canvases {x.shape}")
         guided = [s for s in scales if s > 0]
-        need_plain = 0.0 in scales or ("guidance" in kinds and bool(guided))
+        need_plain = 0.0 in scales or (any(map(needs_unguided, kinds)) and bool(guided))
         decodes = int(need_plain) + len(guidances) * len(guided)
         passes_per_batch = (len(self.grid) - 1) * (int(latents is None) + decodes) - max(decodes - 1, 0)
         batch = self.cfg.batch_size or self._auto_batch_size()

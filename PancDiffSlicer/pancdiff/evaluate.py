@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .canvas import pancreas_zone, zone_margin_px
-from .config import DetectConfig, to_dict
+from .config import MAP_KINDS, DetectConfig, to_dict
 from .crop_samples import NO_AUGMENT, CropSampler
 from .datasets.slice_folder import load_label_map, load_slice_image, read_manifest
 from .detection import Detector, normalize_per_slice, smooth_maps
@@ -35,7 +35,6 @@ from .train import classifier_probabilities, paired_auroc
 from .weights import ModelBundle
 
 THRESHOLDS = tuple(np.round(np.arange(0.10, 0.95, 0.05), 2))
-MAP_KINDS = ("input", "guidance")
 
 
 @dataclass

@@ -25,6 +25,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..config import MAP_KINDS
 from ..errors import InputError
 from ..progress import Reporter
 
@@ -53,7 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="DDIM steps K <= N (default: operating point)")
     parser.add_argument("--threshold", type=float, help="candidate threshold, a fraction of the normalized map")
     parser.add_argument("--guidance", choices=("noisy", "x0"), help="noisy (the paper) or x0 classifier guidance")
-    parser.add_argument("--map-kind", choices=("input", "guidance"), help="|x - x_hat| or |x_hat(S=0) - x_hat(S)|")
+    parser.add_argument(
+        "--map-kind", choices=MAP_KINDS,
+        help="|x - x_hat| or |x_hat(S=0) - x_hat(S)|; _signed: only what the guided decode brightened",
+    )  # fmt: skip
     parser.add_argument("--scales", type=_floats, default=(), help="grid of S, e.g. 0,5,10")
     parser.add_argument("--noises", type=_floats, default=(), help="grid of N, e.g. 200,300")
     parser.add_argument("--thresholds", type=_floats, default=(), help="grid of thresholds, e.g. 0.25,0.35,0.5")
