@@ -72,13 +72,16 @@ class PreprocessConfig:
 
 
 GUIDANCE_STEPS = ("paper", "integrated", "extrapolated")
+"""How a decode step weighs the classifier gradient (``pancdiff.diffusion.ddim_decode``)."""
+
 MAP_KINDS = ("input", "guidance", "input_signed", "guidance_signed")
+"""What the anomaly map compares (``DetectConfig.map_kind``, ``pancdiff.detection.map_from``)."""
 
 
 def needs_unguided(map_kind: str) -> bool:
     """Whether the map compares with the unguided decode (and so costs it)."""
     return map_kind.startswith("guidance")
-"""How a decode step weighs the classifier gradient (``pancdiff.diffusion.ddim_decode``)."""
+
 
 GRID_POWERS = (1.0, 4.0)
 """The range of step-grid powers (``pancdiff.diffusion.step_grid``): 1 is the paper's even grid."""

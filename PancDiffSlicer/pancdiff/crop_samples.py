@@ -37,8 +37,10 @@ class AugmentConfig:
         blur_px: Gaussian blur of a sigma drawn from U(0, blur_px) canvas pixels, inside the support,
             before the noise. Reconstruction kernels and slice thickness differ between hospitals:
             a classifier trained on two sites took smoothness for tumor (blurring NIH healthy crops
-            by 1.5 px raised their p(tumor) from 0.27 to 0.45; the 3 mm sample CT, at 9.6 HU of
-            fine texture against 22-24 in the training crops, scored 0.93 without a lesion).
+            by 1.5 px inside their support raised their p(tumor) from 0.27 to 0.58; the 3 mm sample
+            CT, at 9.6 HU of fine texture against 22-24 in the training crops, scored 0.93 without a
+            lesion). Blur up to 2 px took most of that shortcut away but not the site
+            (``model_runs/20261126-blur-augmentation``).
     Rotation, flips, zoom and noise keep a classifier from memorising its ~800 training crops (the
     paired classifier reached AUROC 0.96 on them and 0.81 on the tuning half without them).
     """
