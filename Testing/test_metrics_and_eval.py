@@ -16,19 +16,23 @@ from pancdiff.errors import InputError
 from pancdiff.evaluate import (
     EvalSet,
     Lesions,
+    best_by,
     build_eval_set,
     choose_operating_point,
     choose_peak_sigma,
+    choose_smoothing,
     evaluate,
     healthy_false_positives,
     low_attenuation_map,
     peak_in_tumor,
     raw_map_grid,
     results_markdown,
+    setting_maps,
     trivial_baselines,
 )
 from pancdiff.lesions import LesionConfig, insert_lesion
 from pancdiff.metrics import auroc, average_precision, case_interval, dice, pearson
+from pancdiff.progress import QUIET
 from pancdiff.weights import init_bundle
 from scipy import ndimage
 
@@ -255,6 +259,25 @@ def test_operating_point_search_respects_the_false_positive_bound(eval_data):
     )  # fmt: skip
     if chosen.normalization == "calibrated":
         assert chosen.map_scale > 0
+
+
+def test_the_smoothing_step_keeps_the_grids_choice_at_the_grids_smoothing(eval_data):
+    """After the grid, the release re-chooses normalization, floor and threshold per heatmap smoothing by
+    the grid's rule; offered only the grid's own smoothing, it must land on the grid's choice."""
+    bundle, data = eval_data
+    chosen, _ = choose_operating_point(bundle, data, (2.0,), (12,), 2, 0.02, guidances=("noisy",))
+    raw = setting_maps(bundle, chosen, data, QUIET)
+    again, _ = choose_smoothing(raw, data, chosen, (chosen.smooth_sigma_px,), 0.02)
+    assert (again.normalization, again.min_anomaly, again.threshold) == (
+        chosen.normalization, chosen.min_anomaly, chosen.threshold
+    )  # fmt: skip
+    assert again.map_scale == pytest.approx(chosen.map_scale, rel=1e-3)
+    wider, rows = choose_smoothing(raw, data, chosen, (1.0, 4.0), 0.02)
+    best = best_by(rows, "smooth_sigma_px", 0.02)
+    assert [r["smooth_sigma_px"] for r in best] == [1.0, 4.0]
+    winner = max(best, key=lambda r: (r["fp_fraction"] <= 0.02 or not any(b["fp_fraction"] <= 0.02 for b in best),
+                                      r["dice"], -r["smooth_sigma_px"]))  # fmt: skip
+    assert wider.smooth_sigma_px == winner["smooth_sigma_px"] and wider.threshold == winner["threshold"]
 
 
 def test_operating_point_search_keeps_the_step_size_across_noise_levels(eval_data):

@@ -65,7 +65,8 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     monkeypatch.setattr(sys, "argv", [
         "release_models.py", "--diffusion", str(tmp_path / "diffusion"), "--classifier", str(tmp_path / "classifier"),
         "--data", str(folder), "--out", str(out), "--steps", "2", "--scales", "2", "--noises", "8",
-        "--known-limits", str(tmp_path / "limits.md"), "--trained-on", "UNet on one NVIDIA H200, classifier on a CPU",
+        "--smooth-sigmas", "1,3", "--known-limits", str(tmp_path / "limits.md"),
+        "--trained-on", "UNet on one NVIDIA H200, classifier on a CPU",
     ])  # fmt: skip
     with pytest.raises(SystemExit, match="limits.md: --known-limits file not found"):
         release.main()
@@ -91,11 +92,18 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
         == max(peak["rows"], key=lambda r: (r["peak_in_tumor"], -r["peak_sigma_px"]))["peak_sigma_px"]
     )
     assert card["operating_point"]["peak_sigma_px"] == chosen.peak_sigma_px
+    smoothing = card["operating_point_selection"]["smoothing"]  # chosen after the grid, by the grid's rule
+    by_sigma = smoothing["best_by_smoothing"]
+    assert [r["smooth_sigma_px"] for r in by_sigma] == [1.0, 3.0]
+    assert chosen.smooth_sigma_px == smoothing["chosen_smooth_sigma_px"] == picked["smooth_sigma_px"]
+    assert picked["dice"] == max(by_sigma, key=lambda r: (r["fp_fraction"] <= 0.02, r["dice"]))["dice"]
+    assert chosen.map_scale == picked["map_scale"] and chosen.threshold == picked["threshold"]
     assert card["validation"]["operating_point"]["peak_sigma_px"] == chosen.peak_sigma_px
     for name in ("MODEL_CARD.md", "validation_grid.png", "training/classifier.json", "training/diffusion.json"):
         assert (out / name).is_file(), name
     assert "Release gate" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Tuning mean peak-in-tumor by sigma: 1 px" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Tuning objective by smoothing: 1 px" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert limits.strip() in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     text = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "- Hardware: UNet on one NVIDIA H200, classifier on a CPU." in text

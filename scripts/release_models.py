@@ -37,10 +37,12 @@ from pancdiff.datasets.slice_folder import read_manifest, tuning_test_halves
 from pancdiff.evaluate import (
     PEAK_SIGMAS,
     best_allowed,
+    best_by,
     build_eval_set,
     calibrate_map_scale,
     choose_operating_point,
     choose_peak_sigma,
+    choose_smoothing,
     classifier_metrics,
     evaluate,
     grid_figure,
@@ -157,6 +159,10 @@ def main() -> int:
     p.add_argument("--guidances", default="noisy,x0")
     p.add_argument("--max-fp", type=float, default=0.02)
     p.add_argument(
+        "--smooth-sigmas", default="1",
+        help="heatmap smoothing choices (px), chosen on the tuning half after the grid (which runs at the first)",
+    )  # fmt: skip
+    p.add_argument(
         "--peak-sigmas", default=",".join(f"{s:g}" for s in PEAK_SIGMAS),
         help="peak smoothing choices (px), chosen on the tuning half after the operating point",
     )  # fmt: skip
@@ -218,15 +224,30 @@ def main() -> int:
     chosen, tune_rows = choose_operating_point(
         bundle, tune, scales, noises, args.steps, args.max_fp, reporter, guidances=guidances
     )
+    tune_maps = setting_maps(bundle, chosen, tune, reporter)
+    chosen, smooth_rows = choose_smoothing(
+        tune_maps, tune, chosen, [float(s) for s in args.smooth_sigmas.split(",")], args.max_fp
+    )
+    chosen_row = {
+        "guidance": chosen.guidance, "map_kind": chosen.map_kind, "scale": chosen.scale,
+        "noise_level": chosen.noise_level, "steps": chosen.steps,
+        **next(
+            r for r in smooth_rows
+            if (r["smooth_sigma_px"], r["normalization"], r["min_anomaly"], r["threshold"])
+            == (chosen.smooth_sigma_px, chosen.normalization, chosen.min_anomaly, chosen.threshold)
+        ),
+    }  # fmt: skip
     peak_sigma, peak_rows = choose_peak_sigma(
-        setting_maps(bundle, chosen, tune, reporter), tune, chosen, [float(s) for s in args.peak_sigmas.split(",")]
+        tune_maps, tune, chosen, [float(s) for s in args.peak_sigmas.split(",")]
     )
     bundle.operating_point = chosen = dataclasses.replace(chosen, peak_sigma_px=peak_sigma)
-    chosen_row = next(
-        r for r in tune_rows
-        if (r["guidance"], r["map_kind"], r["scale"], r["noise_level"], r["normalization"], r["threshold"])
-        == (chosen.guidance, chosen.map_kind, chosen.scale, chosen.noise_level, chosen.normalization, chosen.threshold)
-    )  # fmt: skip
+    smooth_record = {
+        "rule": "after the grid (at 1 px), at its guidance, map kind, S and N: for each heatmap smoothing, "
+        "normalization (map_scale re-measured at that smoothing), evidence floor and threshold chosen again by "
+        "the grid's rule (ties: the first smoothing listed)",
+        "chosen_smooth_sigma_px": chosen.smooth_sigma_px,
+        "best_by_smoothing": best_by(smooth_rows, "smooth_sigma_px", args.max_fp),
+    }
     tune_classifier = classifier_metrics(bundle, tune, chosen.noise_level)
     baseline = low_attenuation_tuned(tune, chosen.smooth_sigma_px, args.max_fp)
     refusals = gate(tune_classifier, chosen_row["dice"], baseline, args.min_paired_auroc)
@@ -247,7 +268,8 @@ def main() -> int:
         "chosen_peak_sigma_px": peak_sigma,
         "rows": peak_rows,
     }
-    print(json.dumps({"chosen": chosen_row, "peak": peak_record, "gate": gate_record}, indent=2))
+    print(json.dumps({"chosen": chosen_row, "smoothing": smooth_record, "peak": peak_record, "gate": gate_record},
+                     indent=2))  # fmt: skip
     tune_d = slice_logits(bundle, tune)
     bundle.calibration = fit_platt(tune_d, tune.y)
     print(json.dumps({"calibration_tuning": calibration_record(bundle.calibration, tune_d, tune.y)}))
@@ -308,6 +330,7 @@ def main() -> int:
             "chosen": chosen_row,
             "grid": best_per_setting(tune_rows),
             "grid_note": "the best threshold of every other setting; all thresholds were searched",
+            "smoothing": smooth_record,
             "peak": peak_record,
         },
         "release_gate": gate_record,
@@ -347,6 +370,17 @@ def known_limits_section(text: str | None) -> list[str]:
     if not text:
         return []
     return ["## Known limits (measured after earlier releases; descriptive, nothing was chosen on them)", "", text, ""]
+
+
+def smoothing_lines(record: dict | None) -> list[str]:
+    """The card's line on how the heatmap smoothing was chosen (none for bundles from before it)."""
+    if not record:
+        return []
+    cells = ", ".join(f"{r['smooth_sigma_px']:g} px {r['dice']:.3f}" for r in record["best_by_smoothing"])
+    return [
+        f"- Heatmap smoothing: {record['chosen_smooth_sigma_px']:g} px, {record['rule']}. "
+        f"Tuning objective by smoothing: {cells}."
+    ]
 
 
 def peak_lines(peak: dict | None) -> list[str]:
@@ -452,6 +486,7 @@ def card_markdown(card: dict) -> str:
         f"(grid power {op.get('grid_power', 1.0)}, {op.get('guidance_step', 'paper')} guidance step), "
         f"{op['map_kind']} map, {op['normalization']} normalization, threshold = {op['threshold']}, "
         f"smoothing {op['smooth_sigma_px']} px. Rule: {card['operating_point_selection']['rule']}.",
+        *smoothing_lines(card["operating_point_selection"].get("smoothing")),
         *peak_lines(card["operating_point_selection"].get("peak")),
         f"- Grid searched: guidance {sorted({r['guidance'] for r in grid})}, "
         f"map {sorted({r['map_kind'] for r in grid})}, "

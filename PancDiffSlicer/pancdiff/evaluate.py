@@ -35,6 +35,7 @@ from .train import classifier_probabilities, paired_auroc
 from .weights import ModelBundle
 
 THRESHOLDS = tuple(np.round(np.arange(0.10, 0.95, 0.05), 2))
+MIN_ANOMALIES = (0.0, 0.02, 0.05)
 
 
 @dataclass
@@ -471,6 +472,12 @@ def best_allowed(rows: list[dict], max_fp: float) -> int:
     return max(allowed, key=lambda i: rows[i]["dice"])
 
 
+def best_by(rows: list[dict], key: str, max_fp: float) -> list[dict]:
+    """The selection rule's best row for each value of ``key`` (what each choice would have scored)."""
+    values = sorted({r[key] for r in rows})
+    return [group[best_allowed(group, max_fp)] for group in ([r for r in rows if r[key] == v] for v in values)]
+
+
 def choose_operating_point(
     bundle: ModelBundle,
     data: EvalSet,
@@ -481,7 +488,7 @@ def choose_operating_point(
     reporter: Reporter = QUIET,
     guidances=("noisy", "x0"),
     map_kinds=MAP_KINDS,
-    min_anomalies=(0.0, 0.02, 0.05),
+    min_anomalies=MIN_ANOMALIES,
 ) -> tuple[DetectConfig, list[dict]]:
     """Best mean Dice over the lesion sets (real and simulated, equally weighted) with healthy
     false-positive fraction <= ``max_fp``, over (guidance, map kind, S, N, normalization, evidence
@@ -529,6 +536,37 @@ def choose_operating_point(
 
 
 PEAK_SIGMAS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+
+
+def choose_smoothing(
+    raw: dict, data: EvalSet, cfg: DetectConfig, sigmas=(1.0,), max_fp: float = 0.02, min_anomalies=MIN_ANOMALIES
+) -> tuple[DetectConfig, list[dict]]:
+    """The heatmap's smoothing, chosen after the grid at its guidance, map kind, S and N: for each sigma,
+    normalization (``map_scale`` re-measured on the healthy slices at that sigma), evidence floor and
+    threshold again, by the grid's rule (best mean Dice with healthy false positives <= ``max_fp``);
+    ties go to the first sigma given.
+
+    Args:
+        raw: raw maps {lesion set name: ..., "healthy": ...} of ``data`` under ``cfg`` (``setting_maps``).
+
+    Returns:
+        The chosen operating point and every row (one per sigma, normalization, floor and threshold).
+    """
+    h = data.healthy
+    rows, configs = [], []
+    for sigma in sigmas:
+        map_scale = calibrate_map_scale(raw["healthy"], data.zone[h], float(sigma))
+        for norm, floor in itertools.product(("slice", "calibrated"), min_anomalies):
+            at = dataclasses.replace(
+                cfg, smooth_sigma_px=float(sigma), normalization=norm, map_scale=map_scale, min_anomaly=floor
+            )
+            setting = {
+                "smooth_sigma_px": float(sigma), "normalization": norm, "map_scale": map_scale, "min_anomaly": floor,
+            }  # fmt: skip
+            for row in threshold_rows(data, raw, at):
+                rows.append({**setting, **row})
+                configs.append(dataclasses.replace(at, threshold=row["threshold"]))
+    return configs[best_allowed(rows, max_fp)], rows
 
 
 def choose_peak_sigma(raw: dict, data: EvalSet, cfg: DetectConfig, sigmas=PEAK_SIGMAS) -> tuple[float, list[dict]]:
