@@ -195,9 +195,10 @@ def test_cohort_shard_records_a_bad_ct_and_goes_on(tmp_path):
     assert "missing.nii.gz" in rows[1]["error"]
     assert sorted(p.name for p in out.iterdir()) == ["cohort_summary.csv", "first"]
     assert sorted(p.name for p in (out / "first").iterdir()) == sorted(RESULT_FILES)
-    assert float(rows[0]["overall_confidence"]) == pytest.approx(
-        json.loads((out / "first" / "summary.json").read_text())["overall_confidence"], abs=1e-6
-    )
+    first = json.loads((out / "first" / "summary.json").read_text())
+    assert float(rows[0]["overall_confidence"]) == pytest.approx(first["overall_confidence"], abs=1e-6)
+    assert float(rows[0]["fine_texture_hu"]) == pytest.approx(first["input_domain"]["fine_texture_hu"])
+    assert rows[0]["inside_input_domain"] == "", "random weights have no model card range to check against"
 
 
 def test_sigint_after_progress_started_leaves_nothing(tmp_path):

@@ -86,3 +86,15 @@ def test_a_ct_outside_the_cards_range_is_flagged_in_every_output(tmp_path):
     text = contract.confidenceText(contract.summaryFromDict(on_disk), {})
     assert "WARNING: this CT is smoother than the training data" in text
     assert "WARNING" not in contract.confidenceText(contract.summaryFromDict({**on_disk, "input_domain": plain}), {})
+
+
+def test_the_terminal_line_and_the_json_result_carry_the_warning():
+    from pancdiff.commands.detect import _headline, _result_line
+
+    summary = {"overall_confidence": 0.9, "peaks": [], "candidate_voxels": 0,
+               "input_domain": check(9.6, {"fine_texture_hu": [17.7, 33.4]})}  # fmt: skip
+    line = _result_line(summary, Path("out"))
+    assert line.splitlines()[-1].startswith("WARNING: this CT is smoother than the training data")
+    assert _headline(summary)["input_domain"]["inside"] is False
+    summary["input_domain"] = check(23.0, {"fine_texture_hu": [17.7, 33.4]})
+    assert "WARNING" not in _result_line(summary, Path("out"))

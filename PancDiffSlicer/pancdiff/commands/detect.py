@@ -36,7 +36,8 @@ from ..markers import DEFAULT_TOLERANCE_MM
 from ..progress import QUIET, Reporter
 
 COHORT_COLUMNS = (
-    "case", "status", "error", "ct", "overall_confidence", "analyzed_slices", "candidate_voxels",
+    "case", "status", "error", "ct", "overall_confidence", "fine_texture_hu", "inside_input_domain",
+    "analyzed_slices", "candidate_voxels",
     "candidate_volume_ml", "peak_slice", "peak_lps_x_mm", "peak_lps_y_mm", "peak_lps_z_mm",
     "markers_hits", "markers_n", "seconds", "out",
 )  # fmt: skip
@@ -267,6 +268,8 @@ def _cohort_case(case: Case, staging: Path, loader, args, read_markers) -> dict:
     row.update(
         status="ok",
         overall_confidence=summary["overall_confidence"],
+        fine_texture_hu=_blank_if_none(summary["input_domain"]["fine_texture_hu"]),
+        inside_input_domain=_blank_if_none(summary["input_domain"]["inside"]),
         analyzed_slices=summary["analyzed_slices"],
         candidate_voxels=summary["candidate_voxels"],
         candidate_volume_ml=summary["candidate_volume_ml"],
@@ -353,6 +356,7 @@ def _headline(summary: dict) -> dict:
         "overall_confidence": summary["overall_confidence"],
         "strongest_peak": peak,
         "candidate_voxels": summary["candidate_voxels"],
+        "input_domain": summary["input_domain"],
         "markers": {k: summary["markers"][k] for k in ("n", "hits")} if "markers" in summary else None,
     }
 
@@ -366,7 +370,13 @@ def _result_line(summary: dict, out: Path) -> str:
         text += f"; strongest finding: slice {peak['slice_index']}, RAS ({ras}) mm"
     if "markers" in summary:
         text += f"; markers hit {summary['markers']['hits']}/{summary['markers']['n']}"
-    return f"{text}; results in {out}"
+    warning = (summary.get("input_domain") or {}).get("warning")
+    return f"{text}; results in {out}" + (f"\nWARNING: {warning}" if warning else "")
+
+
+def _blank_if_none(value):
+    """A cohort CSV cell: empty where the summary has no value."""
+    return "" if value is None else value
 
 
 def _non_negative(text: str) -> float:
