@@ -23,7 +23,7 @@ CANDIDATES_FILE = "candidates.nii.gz"
 SLICES_FILE = "slices.csv"
 SUMMARY_FILE = "summary.json"
 
-FAST_STEPS = 4
+FAST_STEPS = 5
 FAST_NOISE = 50
 """The bundled model's K at its N (its card): "fast" keeps that step size at any N
 (K = ceil(FAST_STEPS N / FAST_NOISE), as the engine does when only N is given); "paper-exact" uses K = N."""
@@ -88,9 +88,9 @@ class DetectionSettings:
         batchSize: slices per batch; 0 lets the engine choose from the free memory.
     """
 
-    guidanceScale: float = 10.0  # defaults: the bundled model's operating point (test_slicer_static checks it)
+    guidanceScale: float = 5.0  # defaults: the bundled model's operating point (test_slicer_static checks it)
     noiseLevel: int = 50
-    threshold: float = 0.45
+    threshold: float = 0.40
     quality: Quality = Quality.FAST
     device: Device = Device.AUTO
     pancreasSource: PancreasSource = PancreasSource.TOTALSEGMENTATOR_FAST

@@ -180,7 +180,7 @@ def table(result: dict) -> str:
         )
     for row in result.get("by_map_kind", []):
         lines.append(
-            f"  {row['map_kind']:<9} map {row['solver']:<6} K={row['steps']:<4} passes {row['evals_per_slice']:>4} "
+            f"  {row['map_kind']:<15} map {row['solver']:<6} K={row['steps']:<4} passes {row['evals_per_slice']:>4} "
             f"({row['fewer_passes']:.1f}x fewer)  r {row['map_pearson']:.3f}  Dice {row['map_dice']:.3f}"
         )
     return "\n".join(lines)
