@@ -378,7 +378,7 @@ def smoothing_lines(record: dict | None) -> list[str]:
         return []
     cells = ", ".join(f"{r['smooth_sigma_px']:g} px {r['dice']:.3f}" for r in record["best_by_smoothing"])
     return [
-        f"- Heatmap smoothing: {record['chosen_smooth_sigma_px']:g} px, {record['rule']}. "
+        f"- Heatmap smoothing: {record['chosen_smooth_sigma_px']:g} px. Rule: {record['rule']}. "
         f"Tuning objective by smoothing: {cells}."
     ]
 
