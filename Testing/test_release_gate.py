@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from engine_support import TINY_NETWORK, write_slice_folder
+from pancdiff.detection import evaluations_per_slice
 from pancdiff.evaluate import build_eval_set
 from pancdiff.weights import init_bundle
 
@@ -92,6 +93,9 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
         == max(peak["rows"], key=lambda r: (r["peak_in_tumor"], -r["peak_sigma_px"]))["peak_sigma_px"]
     )
     assert card["operating_point"]["peak_sigma_px"] == chosen.peak_sigma_px
+    fid = card["operating_point_selection"]["fidelity"]  # the fast setting against paper-exact, at the choice
+    assert fid["slices"] > 0 and -1 <= fid["map_pearson"] <= 1 and fid["evals_per_slice_reference"] > 0
+    assert fid["evals_per_slice_fast"] == evaluations_per_slice(chosen)
     smoothing = card["operating_point_selection"]["smoothing"]  # chosen after the grid, by the grid's rule
     by_sigma = smoothing["best_by_smoothing"]
     assert [r["smooth_sigma_px"] for r in by_sigma] == [1.0, 3.0]
@@ -104,6 +108,9 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     assert "Release gate" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Tuning mean peak-in-tumor by sigma: 1 px" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Tuning objective by smoothing: 1 px" in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "- Faithfulness: the map at this setting against the paper-exact run" in (out / "MODEL_CARD.md").read_text(
+        encoding="utf-8"
+    )
     assert limits.strip() in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     text = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "- Hardware: UNet on one NVIDIA H200, classifier on a CPU." in text
