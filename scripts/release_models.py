@@ -161,7 +161,7 @@ def main() -> int:
     p.add_argument("--max-fp", type=float, default=0.02)
     p.add_argument(
         "--smooth-sigmas", default="1",
-        help="heatmap smoothing choices (px), chosen on the tuning half after the grid (which runs at the first)",
+        help="heatmap smoothing choices (px), chosen on the tuning half after the grid (which runs at 1 px)",
     )  # fmt: skip
     p.add_argument(
         "--peak-sigmas", default=",".join(f"{s:g}" for s in PEAK_SIGMAS),
