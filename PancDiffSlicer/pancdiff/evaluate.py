@@ -518,21 +518,28 @@ def choose_operating_point(
             if kind not in map_kinds or (scale == 0.0 and (guidance != guidances[0] or kind != "input")):
                 continue  # S = 0 is one map whatever the guidance or map kind
             raw = {name: grid[key] for name, grid in grids.items()}
-            map_scale = calibrate_map_scale(raw["healthy"], data.zone[h], base.smooth_sigma_px)
-            for norm, floor in itertools.product(("slice", "calibrated"), min_anomalies):
-                cfg = dataclasses.replace(
-                    base, scale=scale, guidance=guidance, map_kind=kind, normalization=norm, map_scale=map_scale,
-                    min_anomaly=floor,
-                )  # fmt: skip
-                setting = {
-                    "guidance": guidance, "map_kind": kind, "scale": scale, "noise_level": int(noise),
-                    "steps": cfg.steps, "normalization": norm, "map_scale": map_scale, "min_anomaly": floor,
-                }  # fmt: skip
-                for row in threshold_rows(data, raw, cfg):
-                    rows.append({**setting, **row})
-                    configs[len(rows) - 1] = dataclasses.replace(cfg, threshold=row["threshold"])
+            at = dataclasses.replace(base, scale=scale, guidance=guidance, map_kind=kind)
+            setting = {"guidance": guidance, "map_kind": kind, "scale": scale, "noise_level": int(noise),
+                       "steps": at.steps}  # fmt: skip
+            for row, cfg in normalization_rows(data, raw, at, min_anomalies):
+                rows.append({**setting, **row})
+                configs[len(rows) - 1] = cfg
     best = best_allowed(rows, max_fp)
     return configs[best], rows
+
+
+def normalization_rows(data: EvalSet, raw: dict, cfg: DetectConfig, min_anomalies=MIN_ANOMALIES) -> list:
+    """Every (normalization, evidence floor, threshold) of one setting's raw maps, by ``threshold_rows``,
+    with ``map_scale`` measured on the healthy slices at ``cfg``'s smoothing: [(row, its config)]."""
+    h = data.healthy
+    map_scale = calibrate_map_scale(raw["healthy"], data.zone[h], cfg.smooth_sigma_px)
+    out = []
+    for norm, floor in itertools.product(("slice", "calibrated"), min_anomalies):
+        at = dataclasses.replace(cfg, normalization=norm, map_scale=map_scale, min_anomaly=floor)
+        setting = {"normalization": norm, "map_scale": map_scale, "min_anomaly": floor}
+        out += [({**setting, **row}, dataclasses.replace(at, threshold=row["threshold"]))
+                for row in threshold_rows(data, raw, at)]  # fmt: skip
+    return out
 
 
 PEAK_SIGMAS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
@@ -552,20 +559,12 @@ def choose_smoothing(
     Returns:
         The chosen operating point and every row (one per sigma, normalization, floor and threshold).
     """
-    h = data.healthy
     rows, configs = [], []
     for sigma in sigmas:
-        map_scale = calibrate_map_scale(raw["healthy"], data.zone[h], float(sigma))
-        for norm, floor in itertools.product(("slice", "calibrated"), min_anomalies):
-            at = dataclasses.replace(
-                cfg, smooth_sigma_px=float(sigma), normalization=norm, map_scale=map_scale, min_anomaly=floor
-            )
-            setting = {
-                "smooth_sigma_px": float(sigma), "normalization": norm, "map_scale": map_scale, "min_anomaly": floor,
-            }  # fmt: skip
-            for row in threshold_rows(data, raw, at):
-                rows.append({**setting, **row})
-                configs.append(dataclasses.replace(at, threshold=row["threshold"]))
+        at = dataclasses.replace(cfg, smooth_sigma_px=float(sigma))
+        for row, config in normalization_rows(data, raw, at, min_anomalies):
+            rows.append({"smooth_sigma_px": float(sigma), **row})
+            configs.append(config)
     return configs[best_allowed(rows, max_fp)], rows
 
 
