@@ -220,7 +220,6 @@ def render_demo_comparison(
     Same slices (the lesion's largest section and its neighbours), same colour scale, the lesion and
     the pancreas outlined on both: where the models find the lesion, it shows as a difference here.
     """
-    from .input_domain import check
     from .pipeline import _ijk_to_view, confidence_note, slice_position_mm, slice_strip
     from .report import ReportPoint, render_comparison
 
@@ -253,7 +252,7 @@ def render_demo_comparison(
     point = ReportPoint("lesion center", _ijk_to_view(b.reorientation, b.heatmap.shape, ijk))
     strips = [slice_strip(det, [], lesion.mask) for det in (a, b)]
     cfg = b.cfg
-    domain = check(b.fine_texture_hu, summary["model"].get("input_domain"))
+    domain = summary["with_lesion"]["input_domain"]  # the check write_results made for that run
     title = (
         f"PancDiff demo: the sample CT as is vs with a simulated lesion ({lesion.delta_hu:+g} HU, "
         f"~{lesion.radii_mm[1]:g} mm radius)\nmodel {summary['model'].get('model_id')}   S={cfg.scale:g}  "
