@@ -18,10 +18,10 @@ import torch
 from pancdiff.crop_samples import smooth_inside
 from pancdiff.datasets.slice_folder import tuning_test_halves
 from pancdiff.evaluate import build_eval_set
+from pancdiff.input_domain import fine_texture_hu
 from pancdiff.networks import NoisyClassifier
 from pancdiff.train import classifier_probabilities
 from pancdiff.weights import ModelBundle, load_bundle, load_weights_into
-from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1].parent / "shared" / "data" / "pancreas-tc"
@@ -39,11 +39,6 @@ RELEASE = _module("release_models", HERE.parents[1] / "scripts" / "release_model
 STUDY = _module("confidence_study", HERE.parent / "20261126-site-free-confidence" / "confidence_study.py")
 
 
-def fine_texture_hu(x: np.ndarray, zone: np.ndarray) -> float:
-    """Median over canvases of the std of x - Gaussian(x, 1 px) inside the zone, in HU (window 400 HU)."""
-    return float(np.median([np.std((c - ndimage.gaussian_filter(c, 1.0))[z]) * 400 for c, z in zip(x, zone)]))
-
-
 def main() -> None:
     torch.set_num_threads(1)
     runs = [Path(a) for a in sys.argv[1:]]
@@ -53,10 +48,10 @@ def main() -> None:
     data = build_eval_set(DATA, shipped, tune_cases, 0.8, seed=11)
     sample = STUDY.sample_ct_canvases(shipped, False)
     groups = {"healthy": data.healthy & data.has_outline, "tumor": ~data.healthy & data.has_outline}
-    big = [i for i, z in enumerate(sample[2]) if z.sum() > 50]
-    texture = {name: fine_texture_hu(data.x[sel], data.zone[sel]) for name, sel in groups.items()}
+    window = shipped.preprocess.hu_window
+    texture = {name: fine_texture_hu(data.x[sel], data.zone[sel], window) for name, sel in groups.items()}
     print(f"fine texture (HU): NIH healthy {texture['healthy']:.1f}, MSD tumor {texture['tumor']:.1f}, "
-          f"sample CT {fine_texture_hu(sample[0][big], sample[2][big]):.1f}")  # fmt: skip
+          f"sample CT {fine_texture_hu(sample[0], sample[2], window):.1f}")  # fmt: skip
     head = " | ".join(f"σ {s:g}" for s in SIGMAS)
     print(f"| run | crops | {head} | rise at 1.5 | sample CT (no lesion) |")
     print("|---|---|" + "---|" * (len(SIGMAS) + 2))
