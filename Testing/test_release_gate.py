@@ -10,6 +10,7 @@ import pytest
 from engine_support import TINY_NETWORK, write_slice_folder
 from pancdiff.detection import evaluations_per_slice
 from pancdiff.evaluate import build_eval_set
+from pancdiff.progress import QUIET
 from pancdiff.weights import init_bundle
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "release_models.py"
@@ -45,6 +46,28 @@ def test_low_attenuation_baseline_gets_the_same_selection_rule(tmp_path):
         assert strict["threshold"] >= loose["threshold"] or strict["normalization"] != loose["normalization"]
 
 
+def test_release_takes_the_fewest_steps_that_follow_the_paper_exact_map(tmp_path):
+    """K is chosen after S and N: the fewest steps at r >= the floor; none at the floor keeps the grid's K."""
+    from pancdiff.config import DetectConfig
+
+    folder = write_slice_folder(tmp_path / "tc", cases_per_class=1, slices_per_case=2, with_labels=True)
+    bundle = init_bundle(seed=0, network=TINY_NETWORK)
+    data = build_eval_set(folder, bundle)
+    release = _release()
+    cfg = DetectConfig(scale=2.0, noise_level=16, steps=8, map_kind="guidance", threshold=0.5)
+    anything, record = release.choose_steps(bundle, cfg, data, [1, 2, 4], 8, -1.0, QUIET)
+    # Candidates are K at the lowest N (8), scaled to the chosen N (16) as detection scales them.
+    assert [r["steps"] for r in record["rows"]] == [2, 4, 8] and anything.steps == 2 == record["chosen_steps"]
+    passes = [r["evals_per_slice"] for r in record["rows"]]
+    assert passes == sorted(passes) and passes[-1] == evaluations_per_slice(cfg)
+    nothing, record = release.choose_steps(bundle, cfg, data, [1, 2, 4], 8, 1.01, QUIET)
+    assert nothing == cfg and record["chosen_steps"] == 8, "no K reaches the floor: the grid's K stays"
+    assert "- Steps: K = 8" in release.steps_lines(record)[0]
+    assert release.fewer_steps_flag(record) == "--fewer-steps 1,2,4 --min-fidelity 1.01 "
+    assert release.choose_steps(bundle, cfg, data, [8, 9], 8, 0.0, QUIET) == (cfg, None), "nothing smaller to try"
+    assert release.steps_lines(None) == [] and release.fewer_steps_flag(None) == ""
+
+
 def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, monkeypatch):
     """End to end on tiny networks: two short runs, the tuning grid, the test half, the card."""
     import dataclasses
@@ -66,7 +89,7 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     monkeypatch.setattr(sys, "argv", [
         "release_models.py", "--diffusion", str(tmp_path / "diffusion"), "--classifier", str(tmp_path / "classifier"),
         "--data", str(folder), "--out", str(out), "--steps", "2", "--scales", "2", "--noises", "8",
-        "--smooth-sigmas", "1,3", "--known-limits", str(tmp_path / "limits.md"),
+        "--fewer-steps", "1", "--smooth-sigmas", "1,3", "--known-limits", str(tmp_path / "limits.md"),
         "--trained-on", "UNet on one NVIDIA H200, classifier on a CPU",
     ])  # fmt: skip
     with pytest.raises(SystemExit, match="limits.md: --known-limits file not found"):
@@ -96,6 +119,9 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     fid = card["operating_point_selection"]["fidelity"]  # the fast setting against paper-exact, at the choice
     assert fid["slices"] > 0 and -1 <= fid["map_pearson"] <= 1 and fid["evals_per_slice_reference"] > 0
     assert fid["evals_per_slice_fast"] == evaluations_per_slice(chosen)
+    steps = card["operating_point_selection"]["steps"]  # K chosen after S and N, before the smoothing
+    assert [r["steps"] for r in steps["rows"]] == [1, 2] and chosen.steps == steps["chosen_steps"] == picked["steps"]
+    assert "--steps 2 --fewer-steps 1 --min-fidelity 0.95 " in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     smoothing = card["operating_point_selection"]["smoothing"]  # chosen after the grid, by the grid's rule
     by_sigma = smoothing["best_by_smoothing"]
     assert [r["smooth_sigma_px"] for r in by_sigma] == [1.0, 3.0]

@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import shutil
@@ -150,6 +151,12 @@ def main() -> int:
         "--steps", type=int, default=10,
         help="fast K at the lowest of --noises (the others keep its step size), chosen from the benchmark trade-off",
     )  # fmt: skip
+    p.add_argument(
+        "--fewer-steps", default="",
+        help="smaller K values (at the lowest of --noises) tried after the grid at its S and N: the fewest whose map "
+        "follows the paper-exact run at r >= --min-fidelity on tuning lesion canvases replaces --steps",
+    )  # fmt: skip
+    p.add_argument("--min-fidelity", type=float, default=0.95, help="the r floor for --fewer-steps")
     p.add_argument("--grid-power", type=float, default=1.0, help="step grid t_k = N (k/K)^power (1 = even)")
     p.add_argument(
         "--guidance-step", default="paper", choices=GUIDANCE_STEPS,
@@ -225,6 +232,8 @@ def main() -> int:
     chosen, tune_rows = choose_operating_point(
         bundle, tune, scales, noises, args.steps, args.max_fp, reporter, guidances=guidances
     )
+    fewer = [int(k) for k in args.fewer_steps.split(",") if k.strip()]
+    chosen, steps_record = choose_steps(bundle, chosen, tune, fewer, min(noises), args.min_fidelity, reporter)
     tune_maps = setting_maps(bundle, chosen, tune, reporter)
     chosen, smooth_rows = choose_smoothing(
         tune_maps, tune, chosen, [float(s) for s in args.smooth_sigmas.split(",")], args.max_fp
@@ -270,7 +279,7 @@ def main() -> int:
         "chosen_peak_sigma_px": peak_sigma,
         "rows": peak_rows,
     }
-    print(json.dumps({"chosen": chosen_row, "smoothing": smooth_record, "peak": peak_record,
+    print(json.dumps({"chosen": chosen_row, "steps": steps_record, "smoothing": smooth_record, "peak": peak_record,
                       "fidelity": fidelity_record, "gate": gate_record}, indent=2))  # fmt: skip
     tune_d = slice_logits(bundle, tune)
     bundle.calibration = fit_platt(tune_d, tune.y)
@@ -335,6 +344,7 @@ def main() -> int:
             "smoothing": smooth_record,
             "peak": peak_record,
             "fidelity": fidelity_record,
+            **({"steps": steps_record} if steps_record else {}),
         },
         "release_gate": gate_record,
         "looked_at": args.looked_at,
@@ -378,20 +388,81 @@ def known_limits_section(text: str | None) -> list[str]:
 FIDELITY_CANVASES = 20  # per lesion set: paper-exact maps cost N guided steps per canvas
 
 
-def fidelity(bundle: ModelBundle, cfg: DetectConfig, data, reporter: Reporter) -> dict:
-    """How closely the shipped fast setting follows the paper-exact run (K = N, Algorithm 1) at the chosen
-    S and N, on tuning lesion canvases (up to ``FIDELITY_CANVASES`` of each set, seeded): reported in
-    the card, because the fast setting is fixed before the search chooses S, and stronger guidance
-    needs finer steps (``model_runs/20261126-fast-default-at-s10``)."""
+def fidelity_canvases(data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, valid, zone) of up to ``FIDELITY_CANVASES`` tuning canvases of each lesion set (seeded): where the
+    fast setting is compared with the paper-exact run."""
     rng = np.random.default_rng(5)
     picks = [(les, rng.choice(len(les), min(FIDELITY_CANVASES, len(les)), replace=False))
              for _, les in sorted(data.lesions.items())]  # fmt: skip
     x = np.concatenate([les.x[i] for les, i in picks]).astype(np.float32)
     valid = np.concatenate([les.valid[i] for les, i in picks])
     zone = np.concatenate([les.zone[i] for les, i in picks])
+    return x, valid, zone
+
+
+def fidelity(bundle: ModelBundle, cfg: DetectConfig, data, reporter: Reporter) -> dict:
+    """How closely the shipped fast setting follows the paper-exact run (K = N, Algorithm 1) at the chosen
+    S and N, on ``fidelity_canvases``: reported in the card, because stronger guidance needs finer
+    steps (``model_runs/20261126-fast-default-at-s10``)."""
+    x, valid, zone = fidelity_canvases(data)
     result = run_benchmark(bundle, x, valid, cfg, reporter=reporter, zone=zone)
     keys = ("slices", "map_pearson", "map_dice", "evals_per_slice_fast", "evals_per_slice_reference", "speedup_evals")
     return {k: result[k] for k in keys}
+
+
+def choose_steps(
+    bundle: ModelBundle, cfg: DetectConfig, data, fewer, lowest_noise: int, min_r: float, reporter: Reporter
+) -> tuple[DetectConfig, dict | None]:
+    """The fewest steps at ``cfg``'s S and N whose map follows the paper-exact run at r >= ``min_r`` on
+    ``fidelity_canvases`` (``model_runs/20261127-steps-after-scale``); ``cfg.steps`` when none does.
+
+    Args:
+        fewer: candidate K values at ``lowest_noise``, scaled to ``cfg``'s N as ``DetectConfig.at`` scales
+            the grid's K; those not below ``cfg.steps`` are dropped.
+
+    Returns:
+        The setting at the chosen K and the card's record (every K measured), or ``cfg`` and None when
+        there is nothing to try.
+    """
+    per_step = cfg.noise_level / lowest_noise
+    candidates = sorted({min(cfg.noise_level, math.ceil(k * per_step)) for k in fewer} - {0})
+    candidates = [k for k in candidates if k < cfg.steps]
+    if not candidates:
+        return cfg, None
+    x, valid, zone = fidelity_canvases(data)
+    result = run_benchmark(bundle, x, valid, cfg, sweep=tuple(candidates), reporter=reporter, zone=zone)
+    rows = [{"steps": cfg.steps, "evals_per_slice": result["evals_per_slice_fast"],
+             "map_pearson": result["map_pearson"]}]  # fmt: skip
+    rows += [{k: r[k] for k in ("steps", "evals_per_slice", "map_pearson")} for r in result["sweep"]]
+    rows.sort(key=lambda r: r["steps"])
+    steps = next((r["steps"] for r in rows if r["map_pearson"] >= min_r), cfg.steps)
+    record = {
+        "rule": f"after the grid, at its S and N: the fewest steps whose map follows the paper-exact run at "
+        f"r >= {min_r} on {result['slices']} tuning lesion canvases (none: the grid's K); smoothing, normalization "
+        "and threshold were then chosen at it",
+        "tried_at_lowest_noise": sorted(int(k) for k in fewer),
+        "min_fidelity": min_r,
+        "grid_steps": cfg.steps,
+        "chosen_steps": steps,
+        "rows": rows,
+    }
+    return dataclasses.replace(cfg, steps=steps), record
+
+
+def steps_lines(record: dict | None) -> list[str]:
+    """The card's line on how K was chosen (none for bundles from before it, or with nothing tried)."""
+    if not record:
+        return []
+    cells = ", ".join(f"K {r['steps']} ({r['evals_per_slice']} passes) {r['map_pearson']:.3f}" for r in record["rows"])
+    return [f"- Steps: K = {record['chosen_steps']}. Rule: {record['rule']}. r by K: {cells}."]
+
+
+def fewer_steps_flag(record: dict | None) -> str:
+    """The reproduce command's ``--fewer-steps`` (empty for bundles released without it)."""
+    if not record:
+        return ""
+    tried = ",".join(str(k) for k in record["tried_at_lowest_noise"])
+    return f"--fewer-steps {tried} --min-fidelity {record['min_fidelity']} "
 
 
 def fidelity_lines(record: dict | None) -> list[str]:
@@ -522,6 +593,7 @@ def card_markdown(card: dict) -> str:
         f"smoothing {op['smooth_sigma_px']} px. Rule: {card['operating_point_selection']['rule']}.",
         *smoothing_lines(card["operating_point_selection"].get("smoothing")),
         *peak_lines(card["operating_point_selection"].get("peak")),
+        *steps_lines(card["operating_point_selection"].get("steps")),
         *fidelity_lines(card["operating_point_selection"].get("fidelity")),
         f"- Grid searched: guidance {sorted({r['guidance'] for r in grid})}, "
         f"map {sorted({r['map_kind'] for r in grid})}, "
@@ -551,6 +623,7 @@ def card_markdown(card: dict) -> str:
         "python scripts/release_models.py --unet-from <previous bundle> --classifier runs/classifier "
         f"--data ../shared/data/pancreas-tc --out PancDiffSlicer/Resources/Models "
         f"--steps {min(grid, key=lambda r: r['noise_level'])['steps']} "
+        f"{fewer_steps_flag(card['operating_point_selection'].get('steps'))}"
         f"--grid-power {op.get('grid_power', 1.0)} --guidance-step {op.get('guidance_step', 'paper')} "
         f"--scales {','.join(f'{s:g}' for s in sorted({r['scale'] for r in grid}) if s > 0)} "
         f"--noises {','.join(str(n) for n in sorted({r['noise_level'] for r in grid}))}"
