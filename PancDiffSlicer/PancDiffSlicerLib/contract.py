@@ -23,7 +23,7 @@ CANDIDATES_FILE = "candidates.nii.gz"
 SLICES_FILE = "slices.csv"
 SUMMARY_FILE = "summary.json"
 
-FAST_STEPS = 5
+FAST_STEPS = 4
 FAST_NOISE = 50
 """The bundled model's K at its N (its card): "fast" keeps that step size at any N
 (K = ceil(FAST_STEPS N / FAST_NOISE), as the engine does when only N is given); "paper-exact" uses K = N."""
