@@ -66,6 +66,10 @@ def test_release_takes_the_fewest_steps_that_follow_the_paper_exact_map(tmp_path
     assert release.fewer_steps_flag(record) == "--fewer-steps 1,2,4 --min-fidelity 1.01 "
     assert release.choose_steps(bundle, cfg, data, [8, 9], 8, 0.0, QUIET) == (cfg, None), "nothing smaller to try"
     assert release.steps_lines(None) == [] and release.fewer_steps_flag(None) == ""
+    assert release.step_counts("3, 4") == [3, 4] and release.step_counts("") == []
+    for bad in ("3,a", "0"):
+        with pytest.raises(ValueError):
+            release.step_counts(bad)
 
 
 def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, monkeypatch):

@@ -139,6 +139,14 @@ def gate(tune_classifier: dict, chosen_dice: float, baseline: dict, min_paired_a
     return reasons
 
 
+def step_counts(text: str) -> list[int]:
+    """``--fewer-steps``: comma-separated step counts >= 1 (argparse turns the ValueError into a usage error)."""
+    counts = [int(k) for k in text.split(",") if k.strip()]
+    if any(k < 1 for k in counts):
+        raise ValueError(text)
+    return counts
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
@@ -152,7 +160,7 @@ def main() -> int:
         help="fast K at the lowest of --noises (the others keep its step size), chosen from the benchmark trade-off",
     )  # fmt: skip
     p.add_argument(
-        "--fewer-steps", default="",
+        "--fewer-steps", type=step_counts, default=[],
         help="smaller K values (at the lowest of --noises) tried after the grid at its S and N: the fewest whose map "
         "follows the paper-exact run at r >= --min-fidelity on tuning lesion canvases replaces --steps",
     )  # fmt: skip
@@ -232,8 +240,9 @@ def main() -> int:
     chosen, tune_rows = choose_operating_point(
         bundle, tune, scales, noises, args.steps, args.max_fp, reporter, guidances=guidances
     )
-    fewer = [int(k) for k in args.fewer_steps.split(",") if k.strip()]
-    chosen, steps_record = choose_steps(bundle, chosen, tune, fewer, min(noises), args.min_fidelity, reporter)
+    chosen, steps_record = choose_steps(
+        bundle, chosen, tune, args.fewer_steps, min(noises), args.min_fidelity, reporter
+    )  # fmt: skip
     tune_maps = setting_maps(bundle, chosen, tune, reporter)
     chosen, smooth_rows = choose_smoothing(
         tune_maps, tune, chosen, [float(s) for s in args.smooth_sigmas.split(",")], args.max_fp
