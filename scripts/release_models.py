@@ -434,8 +434,7 @@ def choose_steps(
         there is nothing to try.
     """
     per_step = cfg.noise_level / lowest_noise
-    candidates = sorted({min(cfg.noise_level, math.ceil(k * per_step)) for k in fewer} - {0})
-    candidates = [k for k in candidates if k < cfg.steps]
+    candidates = sorted(k for k in {min(cfg.noise_level, math.ceil(k * per_step)) for k in fewer} if k < cfg.steps)
     if not candidates:
         return cfg, None
     x, valid, zone = fidelity_canvases(data)
@@ -449,7 +448,7 @@ def choose_steps(
         "rule": f"after the grid, at its S and N: the fewest steps whose map follows the paper-exact run at "
         f"r >= {min_r} on {result['slices']} tuning lesion canvases (none: the grid's K); smoothing, normalization "
         "and threshold were then chosen at it",
-        "tried_at_lowest_noise": sorted(int(k) for k in fewer),
+        "tried_at_lowest_noise": sorted(fewer),
         "min_fidelity": min_r,
         "grid_steps": cfg.steps,
         "chosen_steps": steps,

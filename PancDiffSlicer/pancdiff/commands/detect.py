@@ -268,8 +268,8 @@ def _cohort_case(case: Case, staging: Path, loader, args, read_markers) -> dict:
     row.update(
         status="ok",
         overall_confidence=summary["overall_confidence"],
-        fine_texture_hu=_blank_if_none(summary["input_domain"]["fine_texture_hu"]),
-        inside_input_domain=_blank_if_none(summary["input_domain"]["inside"]),
+        fine_texture_hu=summary["input_domain"]["fine_texture_hu"],  # None: csv writes an empty cell
+        inside_input_domain=summary["input_domain"]["inside"],
         analyzed_slices=summary["analyzed_slices"],
         candidate_voxels=summary["candidate_voxels"],
         candidate_volume_ml=summary["candidate_volume_ml"],
@@ -372,11 +372,6 @@ def _result_line(summary: dict, out: Path) -> str:
         text += f"; markers hit {summary['markers']['hits']}/{summary['markers']['n']}"
     warning = (summary.get("input_domain") or {}).get("warning")
     return f"{text}; results in {out}" + (f"\nWARNING: {warning}" if warning else "")
-
-
-def _blank_if_none(value):
-    """A cohort CSV cell: empty where the summary has no value."""
-    return "" if value is None else value
 
 
 def _non_negative(text: str) -> float:
