@@ -21,13 +21,18 @@ DATA = HERE.parents[1].parent / "shared" / "data" / "pancreas-tc"
 SIGMAS = (1.0, 2.0, 3.0, 4.0, 6.0)
 
 
-def main() -> None:
+def tuning_maps(model_dir=None):
+    """(bundle, its operating point, the tuning half, raw maps of every set at that point)."""
     torch.set_num_threads(2)
-    bundle = load_bundle(sys.argv[1] if len(sys.argv) > 1 else None, "cpu")
+    bundle = load_bundle(model_dir, "cpu")
     op = bundle.operating_point
     tune_cases = set(tuning_test_halves(bundle.card["split"]["val_cases"])[0])
     data = build_eval_set(DATA, bundle, tune_cases, 0.8, seed=11)
-    raw = setting_maps(bundle, op, data, QUIET)
+    return bundle, op, data, setting_maps(bundle, op, data, QUIET)
+
+
+def main() -> None:
+    bundle, op, data, raw = tuning_maps(sys.argv[1] if len(sys.argv) > 1 else None)
     chosen, rows = choose_smoothing(raw, data, op, SIGMAS, 0.02)
     best = best_by(rows, "smooth_sigma_px", 0.02)
     print(f"bundle {bundle.model_id}: {op.guidance} guidance, {op.map_kind} map, S = {op.scale:g}, "

@@ -13,15 +13,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-from pancdiff.datasets.slice_folder import tuning_test_halves
 from pancdiff.detection import smooth_maps
-from pancdiff.evaluate import best_allowed, build_eval_set, normalization_rows, setting_maps
-from pancdiff.progress import QUIET
-from pancdiff.weights import load_bundle
+from pancdiff.evaluate import best_allowed, normalization_rows
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[1].parent / "shared" / "data" / "pancreas-tc"
+sys.path.insert(0, str(HERE.parent / "20261126-map-smoothing"))
+from smooth_study import tuning_maps  # noqa: E402
+
 BROAD = (2.0, 3.0, 4.0, 6.0, 8.0)
 QUANTILE = 0.995
 
@@ -49,12 +47,7 @@ def best_row(data, raw, cfg) -> dict:
 
 
 def main() -> None:
-    torch.set_num_threads(2)
-    bundle = load_bundle(sys.argv[1] if len(sys.argv) > 1 else None, "cpu")
-    op = bundle.operating_point
-    tune_cases = set(tuning_test_halves(bundle.card["split"]["val_cases"])[0])
-    data = build_eval_set(DATA, bundle, tune_cases, 0.8, seed=11)
-    raw = setting_maps(bundle, op, data, QUIET)
+    bundle, op, data, raw = tuning_maps(sys.argv[1] if len(sys.argv) > 1 else None)
     results = [{"candidate": "control 1 px (release path)", **best_row(data, raw, op)}]
     presmoothed = dataclasses.replace(op, smooth_sigma_px=0.0)
     check = best_row(data, combine(raw, data, 1.0, "max"), presmoothed)
