@@ -250,6 +250,23 @@ def test_a_share_of_pairs_stays_conspicuous_after_the_contrast_fades(tmp_path):
     assert depth[1.0] > 90, depth  # conspicuous: 100-160 HU
 
 
+def test_a_healthy_only_unet_sees_no_tumor_slice():
+    """Healthy slices at 0.2, tumor slices at 0.8: a healthy-only diffusion batch holds no 0.8 pixel;
+    the default batch does, and a classifier cannot be asked to train healthy-only."""
+    images = [np.full((70, 70), 0.2 if i % 2 else 0.8, np.float32) for i in range(8)]
+    data = CropSampler(images, [i % 2 == 0 for i in range(8)], PreprocessConfig(), 1.0, [None] * 8)
+    cfg = dataclasses.replace(TINY, batch_size=16, augment=NO_AUGMENT, healthy_only=True)
+    x, _, _ = _Batches(data, cfg, "diffusion", np.random.default_rng(0)).next()
+    assert float(x.max()) < 0.5
+    x, _, _ = _Batches(data, dataclasses.replace(cfg, healthy_only=False), "diffusion", np.random.default_rng(0)).next()
+    assert float(x.max()) > 0.5
+    with pytest.raises(InputError, match="healthy_only"):
+        _Batches(data, cfg, "classifier", np.random.default_rng(0))
+    with pytest.raises(InputError, match="healthy_only"):
+        _Batches(CropSampler(images[::2], [1] * 4, PreprocessConfig(), 1.0, [None] * 4), cfg, "diffusion",
+                 np.random.default_rng(0))
+
+
 def test_learning_rate_warms_up_holds_and_decays_to_one_percent():
     cfg = TrainConfig(iterations=1000, lr=1e-3, warmup=10, lr_decay_start=500)
     assert learning_rate(0, cfg) == pytest.approx(1e-4)

@@ -64,6 +64,10 @@ class TrainConfig:
             with a pancreas outline take part in either class, so the zone's origin (outline or
             fallback) cannot tell the class. Real tumor slices carry the site confound (MSD against
             NIH): measure it when using them (``model_runs/20261126-real-slices``).
+        healthy_only: diffusion only; the UNet learns healthy slices (tumor = 0) alone, so that its
+            reconstruction from x_N itself turns what healthy anatomy does not explain into healthy
+            tissue (AnoDDPM's premise). The paper trains the UNet on both classes and leaves the
+            healing to the classifier's guidance.
         assumed_spacing_mm: pixel spacing of slice-folder crops that do not record it.
         init_weights: safetensors of the same network to start from (a fresh run warm-started from
             an earlier one; ignored on resume, where the checkpoint wins).
@@ -100,6 +104,7 @@ class TrainConfig:
     t_power: float = 2.0
     clean_fraction: float = 0.5
     real_fraction: float = 0.0
+    healthy_only: bool = False
     threads: int = 0
     mixed_precision: bool = True
     data_workers: int = 0
@@ -196,6 +201,8 @@ class _Batches:
         outlined = [o is not None and o.any() for o in data.organs]
         self.real_pools = [np.asarray([i for i in ix if outlined[i]], dtype=int) for ix in self.by_label]
         self.n_real = real_slots(cfg)
+        if cfg.healthy_only and (kind != "diffusion" or not len(self.by_label[0])):
+            raise InputError("healthy_only is for the diffusion UNet and needs healthy slices (tumor = 0)")
         if kind == "classifier" and self.n_real and not all(len(ix) for ix in self.real_pools):
             raise InputError("real_fraction needs healthy and tumor slices with a pancreas outline")
 
@@ -213,6 +220,8 @@ class _Batches:
                 simulate = label == 1 and rng.random() < cfg.lesion_fraction
                 pool = self.by_label[0 if simulate else label]
                 i = int(pool[rng.integers(len(pool))])
+            elif cfg.healthy_only:
+                i = int(self.by_label[0][rng.integers(len(self.by_label[0]))])
             else:
                 i = int(rng.integers(len(self.data)))
             c = self.data.canvas(i, rng, cfg.augment)
