@@ -94,7 +94,7 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
         "release_models.py", "--diffusion", str(tmp_path / "diffusion"), "--classifier", str(tmp_path / "classifier"),
         "--data", str(folder), "--out", str(out), "--steps", "2", "--scales", "2", "--noises", "8",
         "--fewer-steps", "1", "--smooth-sigmas", "1,3", "--known-limits", str(tmp_path / "limits.md"),
-        "--trained-on", "UNet on one NVIDIA H200, classifier on a CPU",
+        "--trained-on", "UNet on one NVIDIA H200, classifier on a CPU", "--tuning-json", str(tmp_path / "tuning.json"),
     ])  # fmt: skip
     with pytest.raises(SystemExit, match="limits.md: --known-limits file not found"):
         release.main()
@@ -113,6 +113,9 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
         chosen.guidance, chosen.map_kind, chosen.scale, chosen.threshold
     )  # fmt: skip
     assert len(card["operating_point_selection"]["grid"]) < 200, "one row per setting, not per threshold"
+    tuning = json.loads((tmp_path / "tuning.json").read_text(encoding="utf-8"))  # --tuning-json: the whole grid
+    assert release.best_per_setting(tuning["grid"]) == card["operating_point_selection"]["grid"]
+    assert len(tuning["grid"]) > len(card["operating_point_selection"]["grid"]) and tuning["chosen"] == picked
     peak = card["operating_point_selection"]["peak"]
     assert (
         chosen.peak_sigma_px

@@ -262,9 +262,9 @@ def test_a_healthy_only_unet_sees_no_tumor_slice():
     assert float(x.max()) > 0.5
     with pytest.raises(InputError, match="healthy_only"):
         _Batches(data, cfg, "classifier", np.random.default_rng(0))
+    tumor_only = CropSampler(images[::2], [1] * 4, PreprocessConfig(), 1.0, [None] * 4)
     with pytest.raises(InputError, match="healthy_only"):
-        _Batches(CropSampler(images[::2], [1] * 4, PreprocessConfig(), 1.0, [None] * 4), cfg, "diffusion",
-                 np.random.default_rng(0))
+        _Batches(tumor_only, cfg, "diffusion", np.random.default_rng(0))
 
 
 def test_learning_rate_warms_up_holds_and_decays_to_one_percent():

@@ -196,9 +196,17 @@ def main() -> int:
     p.add_argument(
         "--tune-only", action="store_true", help="stop after the tuning half and the gate (never touches the test half)"
     )
+    p.add_argument(
+        "--tuning-json",
+        type=Path,
+        help="also write the tuning half's record, every grid row included, to this file (a study refused "
+        "under --tune-only keeps its whole grid)",
+    )
     args = p.parse_args()
     if args.known_limits and not args.known_limits.is_file():
         raise SystemExit(f"{args.known_limits}: --known-limits file not found")
+    if args.tuning_json and not args.tuning_json.parent.is_dir():
+        raise SystemExit(f"{args.tuning_json.parent}: --tuning-json folder not found")
     reporter = Reporter("bar")
 
     c_meta, c_cfg, c_step = load_run(args.classifier)
@@ -288,11 +296,15 @@ def main() -> int:
         "chosen_peak_sigma_px": peak_sigma,
         "rows": peak_rows,
     }
-    print(json.dumps({"chosen": chosen_row, "steps": steps_record, "smoothing": smooth_record, "peak": peak_record,
-                      "fidelity": fidelity_record, "gate": gate_record}, indent=2))  # fmt: skip
+    tuning_record = {"chosen": chosen_row, "steps": steps_record, "smoothing": smooth_record, "peak": peak_record,
+                     "fidelity": fidelity_record, "gate": gate_record}  # fmt: skip
+    print(json.dumps(tuning_record, indent=2))
     tune_d = slice_logits(bundle, tune)
     bundle.calibration = fit_platt(tune_d, tune.y)
-    print(json.dumps({"calibration_tuning": calibration_record(bundle.calibration, tune_d, tune.y)}))
+    tuning_record["calibration_tuning"] = calibration_record(bundle.calibration, tune_d, tune.y)
+    print(json.dumps({"calibration_tuning": tuning_record["calibration_tuning"]}))
+    if args.tuning_json:
+        args.tuning_json.write_text(json.dumps({**tuning_record, "grid": tune_rows}, indent=1) + "\n", encoding="utf-8")
     if args.tune_only:
         return 0 if not refusals else 1
     if refusals:
