@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from engine_support import TINY_NETWORK, write_slice_folder
 from pancdiff.benchmark import run_benchmark
 from pancdiff.config import MAP_KINDS, DetectConfig
@@ -27,11 +28,13 @@ from pancdiff.evaluate import (
     peak_in_tumor,
     raw_map_grid,
     results_markdown,
+    saliency_raw,
     setting_maps,
     trivial_baselines,
 )
 from pancdiff.lesions import LesionConfig, insert_lesion
 from pancdiff.metrics import auroc, average_precision, case_interval, dice, pearson
+from pancdiff.networks import HEALTHY
 from pancdiff.progress import QUIET
 from pancdiff.weights import init_bundle
 from scipy import ndimage
@@ -132,7 +135,7 @@ def test_evaluation_reports_every_promised_figure(eval_data):
         assert 0.0 <= r["classifier"][key] <= 1.0, key
     for name in ("real", "simulated"):
         loc = r["localization"][name]
-        assert set(loc) == {"pancdiff", "no_guidance", "low_attenuation", "trivial"}
+        assert set(loc) == {"pancdiff", "no_guidance", "low_attenuation", "saliency", "trivial"}
         for key in ("dice", "auprc", "dice_best_threshold", "peak_in_tumor"):
             assert 0.0 <= loc["pancdiff"][key] <= 1.0
         assert loc["pancdiff"]["dice_best_threshold"] >= loc["pancdiff"]["dice"]
@@ -151,6 +154,21 @@ def test_evaluation_reports_every_promised_figure(eval_data):
     # the synthetic tumors are dark blobs: the low-attenuation baseline finds them, so the metrics work
     assert r["localization"]["real"]["low_attenuation"]["dice_best_threshold"] > 0.3
     assert "real lesions" in results_markdown(r) and "whole zone marked" in results_markdown(r)
+    assert "classifier saliency at t = 0" in results_markdown(r) and 0 <= r["healthy"]["saliency"]["fp_fraction"] <= 1
+
+
+def test_saliency_baseline_is_the_classifier_gradient_inside_the_crop(eval_data):
+    """|d log p(healthy | x, 0) / dx| by autograd on the classifier itself, batch by batch, 0 outside the crop."""
+    bundle, data = eval_data
+    les = data.lesions["real"]
+    detector = Detector(bundle, DetectConfig(device="cpu"))
+    sal = saliency_raw(detector, les.x, les.valid, les.zone, batch=3)
+    x = torch.from_numpy(les.x)[:, None].float().requires_grad_(True)
+    logits = bundle.classifier(x, torch.zeros(len(x), dtype=torch.long), torch.from_numpy(les.zone)[:, None])
+    torch.log_softmax(logits.float(), 1)[:, HEALTHY].sum().backward()
+    expected = np.where(les.valid, x.grad[:, 0].abs().numpy(), 0.0)
+    assert sal.shape == les.x.shape and np.allclose(sal, expected, atol=1e-6) and sal.max() > 0
+    assert not sal[~les.valid].any()
 
 
 def test_healthy_false_positives_are_also_reported_where_the_zone_is_the_pancreas(tmp_path):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .canvas import pancreas_zone, zone_margin_px
 from .config import MAP_KINDS, DetectConfig, to_dict
@@ -259,14 +260,27 @@ def low_attenuation_raw(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.stack(maps).astype(np.float32)
 
 
+def saliency_raw(detector: Detector, x: np.ndarray, valid: np.ndarray, zone: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Baseline: the classifier's own gradient read as a map, |grad_x log p(healthy | x, t = 0)| in
+    ``valid`` (with its pancreas ``zone``). One pass instead of detection's 16: it shows what the guided
+    reconstruction adds to the gradient it is built on (``model_runs/20261128-saliency-baseline``)."""
+    out = np.zeros(x.shape, np.float32)
+    for i in range(0, len(x), batch):
+        xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch]))[:, None].float().to(detector.device)
+        zb = torch.from_numpy(np.ascontiguousarray(zone[i : i + batch]))[:, None].to(detector.device)
+        t = torch.zeros(len(xb), dtype=torch.long, device=detector.device)
+        out[i : i + batch] = detector.grad_log_healthy(xb, t, zb)[:, 0].abs().cpu().numpy()
+    return np.where(valid, out, 0.0).astype(np.float32)
+
+
 def low_attenuation_map(x: np.ndarray, valid: np.ndarray, sigma_px: float = 1.0) -> np.ndarray:
     """The low-attenuation baseline per-slice normalized in ``valid``."""
     return np.where(valid, normalize_per_slice(low_attenuation_raw(x, valid), sigma_px), 0.0)
 
 
-def low_attenuation_zone(raw: np.ndarray, zone: np.ndarray, cfg: DetectConfig) -> np.ndarray:
-    """The baseline as the model's maps are shown, from ``low_attenuation_raw(x, zone)``: darker than
-    the zone's median tissue, normalized in the zone (per slice), no evidence floor."""
+def baseline_zone(raw: np.ndarray, zone: np.ndarray, cfg: DetectConfig) -> np.ndarray:
+    """A baseline's raw map as the model's maps are shown: normalized in the zone, per slice (a
+    baseline has no calibrated scale of its own), no evidence floor."""
     plain = dataclasses.replace(cfg, normalization="slice", min_anomaly=0.0)
     return zone_maps(raw, zone, plain)
 
@@ -617,22 +631,30 @@ def evaluate(
     scored = score_maps(setting_maps(bundle, cfg, data, reporter), data, cfg)
     no_guidance = score_maps(setting_maps(bundle, dataclasses.replace(cfg, scale=0.0), data, reporter), data, cfg)
     h = data.healthy
-    la_healthy = low_attenuation_zone(low_attenuation_raw(data.x[h], data.zone[h]), data.zone[h], cfg)
+    detector = Detector(bundle, cfg)
+    la_healthy = baseline_zone(low_attenuation_raw(data.x[h], data.zone[h]), data.zone[h], cfg)
+    sal_healthy = baseline_zone(saliency_raw(detector, data.x[h], data.valid[h], data.zone[h]), data.zone[h], cfg)
     results["localization"] = {}
     for name, les in data.lesions.items():
-        la_raw = low_attenuation_raw(les.x, les.zone)
-        la = low_attenuation_zone(la_raw, les.zone, cfg)
-        la_peaks = peak_evidence(la_raw, les.zone, la, cfg)  # peaks found as the model's are
+        baselines = {}
+        for key, raw in (
+            ("low_attenuation", low_attenuation_raw(les.x, les.zone)),
+            ("saliency", saliency_raw(detector, les.x, les.valid, les.zone)),
+        ):  # both shown as the model's maps are: normalized in the zone, peaks found the same way
+            shown = baseline_zone(raw, les.zone, cfg)
+            peaks = peak_evidence(raw, les.zone, shown, cfg)
+            baselines[key] = segmentation_metrics(shown, les.mask, les.zone, cfg.threshold, peaks)
         results["localization"][name] = {
             "pancdiff": scored[name],
             "no_guidance": no_guidance[name],
-            "low_attenuation": segmentation_metrics(la, les.mask, les.zone, cfg.threshold, la_peaks),
+            **baselines,
             "trivial": trivial_baselines(les),
         }
     results["healthy"] = {
         "pancdiff": scored["healthy"],
         "no_guidance": no_guidance["healthy"],
         "low_attenuation": healthy_false_positives(la_healthy, data.zone[h], cfg.threshold, data.has_outline[h]),
+        "saliency": healthy_false_positives(sal_healthy, data.zone[h], cfg.threshold, data.has_outline[h]),
     }
     scales, noises, thresholds = grid
     if scales and noises:
@@ -712,7 +734,10 @@ def results_markdown(r: dict) -> str:
             ("pancdiff", "PancDiff"),
             ("no_guidance", "S = 0 (plain reconstruction)"),
             ("low_attenuation", "low-attenuation threshold"),
+            ("saliency", "classifier saliency at t = 0 (one pass)"),
         ):
+            if key not in loc:  # results written before the saliency baseline existed
+                continue
             m = loc[key]
             lines.append(
                 f"| {label} | {_fmt(m['dice'])} | {_fmt(m['auprc'])} | {_fmt(m['dice_best_threshold'])} | "
@@ -735,7 +760,8 @@ def results_markdown(r: dict) -> str:
         f"Healthy false-positive fraction of the zone: PancDiff {_fmt(hl['pancdiff']['fp_fraction'])}"
         f"{_patients(hl['pancdiff'], 'fp_fraction_ci')}, "
         f"S = 0 {_fmt(hl['no_guidance']['fp_fraction'])}, "
-        f"low attenuation {_fmt(hl['low_attenuation']['fp_fraction'])}.",
+        f"low attenuation {_fmt(hl['low_attenuation']['fp_fraction'])}"
+        + (f", saliency {_fmt(hl['saliency']['fp_fraction'])}." if "saliency" in hl else "."),
     ]
     outlined, total = hl["pancdiff"].get("n_outlined"), hl["pancdiff"].get("n_slices")
     if outlined is not None and outlined < total:
