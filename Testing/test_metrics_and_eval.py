@@ -157,6 +157,19 @@ def test_evaluation_reports_every_promised_figure(eval_data):
     assert "classifier saliency at t = 0" in results_markdown(r) and 0 <= r["healthy"]["saliency"]["fp_fraction"] <= 1
 
 
+def test_plain_reconstruction_row_is_scored_per_slice_whatever_the_operating_point(eval_data):
+    """S = 0 is |x - x_hat|: a calibrated scale measured for a guidance map is not its scale (it flagged
+    97 % of healthy pixels on the shipped bundle), so the row is normalized per slice."""
+    bundle, data = eval_data
+    base = DetectConfig(scale=2.0, noise_level=20, steps=2, device="cpu", map_kind="guidance", min_anomaly=0.0)
+    calibrated = evaluate(bundle, data, dataclasses.replace(base, normalization="calibrated", map_scale=1e-6))
+    per_slice = evaluate(bundle, data, base)
+    assert calibrated["healthy"]["pancdiff"]["fp_fraction"] > 0.9, "that scale saturates the guidance map"
+    assert calibrated["healthy"]["no_guidance"] == per_slice["healthy"]["no_guidance"]
+    assert calibrated["localization"]["real"]["no_guidance"] == per_slice["localization"]["real"]["no_guidance"]
+    assert "S = 0 (plain reconstruction, per slice)" in results_markdown(calibrated)
+
+
 def test_saliency_baseline_is_the_classifier_gradient_inside_the_crop(eval_data):
     """|d log p(healthy | x, 0) / dx| by autograd on the classifier itself, batch by batch, 0 outside the crop."""
     bundle, data = eval_data
