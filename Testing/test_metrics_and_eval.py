@@ -216,6 +216,7 @@ def test_healthy_false_positives_are_also_reported_where_the_zone_is_the_pancrea
     r = evaluate(bundle, data, DetectConfig(scale=2.0, noise_level=20, steps=2, device="cpu"))
     assert r["healthy"]["pancdiff"]["n_outlined"] == int(data.healthy.sum()) - 1
     assert r["healthy"]["low_attenuation"]["fp_fraction_outlined"] is not None
+    assert r["healthy"]["saliency"]["fp_fraction_outlined"] is not None and ", saliency " in results_markdown(r)
     assert f"On the {int(data.healthy.sum()) - 1} of {int(data.healthy.sum())} healthy slices" in results_markdown(r)
 
 

@@ -775,8 +775,9 @@ def results_markdown(r: dict) -> str:
             f"inference): PancDiff {_fmt(hl['pancdiff']['fp_fraction_outlined'])}"
             f"{_patients(hl['pancdiff'], 'fp_fraction_outlined_ci', 'n_cases_outlined')}, "
             f"S = 0 {_fmt(hl['no_guidance']['fp_fraction_outlined'])}, "
-            f"low attenuation {_fmt(hl['low_attenuation']['fp_fraction_outlined'])}; the other slices are scored "
-            "over their whole crop."
+            f"low attenuation {_fmt(hl['low_attenuation']['fp_fraction_outlined'])}"
+            + (f", saliency {_fmt(hl['saliency']['fp_fraction_outlined'])}" if "saliency" in hl else "")
+            + "; the other slices are scored over their whole crop."
         )
     if r.get("grid"):
         names = [k[5:] for k in r["grid"][0] if k.startswith("dice_")]
