@@ -66,6 +66,12 @@ def test_release_takes_the_fewest_steps_that_follow_the_paper_exact_map(tmp_path
     assert release.fewer_steps_flag(record) == "--fewer-steps 1,2,4 --min-fidelity 1.01 "
     assert release.choose_steps(bundle, cfg, data, [8, 9], 8, 0.0, QUIET) == (cfg, None), "nothing smaller to try"
     assert release.steps_lines(None) == [] and release.fewer_steps_flag(None) == ""
+    # A grid whose own K was N chose the paper-exact run; a smaller K still takes the release's fast way.
+    exact = DetectConfig(scale=2.0, noise_level=8, steps=4, map_kind="guidance").at(8, 8)
+    fast = DetectConfig(steps=4, grid_power=1.5, guidance_step="integrated")
+    assert exact.guidance_step == "paper"
+    fewer, _ = release.choose_steps(bundle, exact, data, [2], 8, -1.0, QUIET, fast)
+    assert (fewer.steps, fewer.guidance_step, fewer.grid_power) == (2, "integrated", 1.5)
     assert release.step_counts("3, 4") == [3, 4] and release.step_counts("") == []
     for bad in ("3,a", "0"):
         with pytest.raises(ValueError):

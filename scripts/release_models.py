@@ -249,7 +249,7 @@ def main() -> int:
         bundle, tune, scales, noises, args.steps, args.max_fp, reporter, guidances=guidances
     )
     chosen, steps_record = choose_steps(
-        bundle, chosen, tune, args.fewer_steps, min(noises), args.min_fidelity, reporter
+        bundle, chosen, tune, args.fewer_steps, min(noises), args.min_fidelity, reporter, fast
     )  # fmt: skip
     tune_maps = setting_maps(bundle, chosen, tune, reporter)
     chosen, smooth_rows = choose_smoothing(
@@ -432,7 +432,14 @@ def fidelity(bundle: ModelBundle, cfg: DetectConfig, data, reporter: Reporter) -
 
 
 def choose_steps(
-    bundle: ModelBundle, cfg: DetectConfig, data, fewer, lowest_noise: int, min_r: float, reporter: Reporter
+    bundle: ModelBundle,
+    cfg: DetectConfig,
+    data,
+    fewer,
+    lowest_noise: int,
+    min_r: float,
+    reporter: Reporter,
+    fast: DetectConfig | None = None,
 ) -> tuple[DetectConfig, dict | None]:
     """The fewest steps at ``cfg``'s S and N whose map follows the paper-exact run at r >= ``min_r`` on
     ``fidelity_canvases`` (``model_runs/20261127-steps-after-scale``); ``cfg.steps`` when none does.
@@ -440,6 +447,8 @@ def choose_steps(
     Args:
         fewer: candidate K values at ``lowest_noise``, scaled to ``cfg``'s N as ``DetectConfig.at`` scales
             the grid's K; those not below ``cfg.steps`` are dropped.
+        fast: the release's fast way (grid power, guidance step, solver), which a K below N takes even
+            when the grid's own K was N (``cfg`` is then the paper-exact run); None: ``cfg``'s own.
 
     Returns:
         The setting at the chosen K and the card's record (every K measured), or ``cfg`` and None when
@@ -449,8 +458,11 @@ def choose_steps(
     candidates = sorted(k for k in {min(cfg.noise_level, math.ceil(k * per_step)) for k in fewer} if k < cfg.steps)
     if not candidates:
         return cfg, None
+    fast_way = {f: getattr(fast or cfg, f) for f in ("grid_power", "guidance_step", "solver")}
     x, valid, zone = fidelity_canvases(data)
-    result = run_benchmark(bundle, x, valid, cfg, sweep=tuple(candidates), reporter=reporter, zone=zone)
+    result = run_benchmark(
+        bundle, x, valid, dataclasses.replace(cfg, **fast_way), sweep=tuple(candidates), reporter=reporter, zone=zone
+    )
     rows = [{"steps": cfg.steps, "evals_per_slice": result["evals_per_slice_fast"],
              "map_pearson": result["map_pearson"]}]  # fmt: skip
     rows += [{k: r[k] for k in ("steps", "evals_per_slice", "map_pearson")} for r in result["sweep"]]
@@ -466,7 +478,7 @@ def choose_steps(
         "chosen_steps": steps,
         "rows": rows,
     }
-    return dataclasses.replace(cfg, steps=steps), record
+    return (cfg if steps == cfg.steps else dataclasses.replace(cfg, steps=steps, **fast_way)), record
 
 
 def steps_lines(record: dict | None) -> list[str]:
