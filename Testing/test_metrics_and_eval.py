@@ -157,6 +157,23 @@ def test_evaluation_reports_every_promised_figure(eval_data):
     assert "classifier saliency at t = 0" in results_markdown(r) and 0 <= r["healthy"]["saliency"]["fp_fraction"] <= 1
 
 
+def test_a_saliency_weight_adds_the_classifier_gradient_to_the_map_without_a_pass(eval_data):
+    """max(guided map, w * saliency) inside the crop, the same confidence and the same pass count."""
+    bundle, data = eval_data
+    les = data.lesions["real"]
+    plain = DetectConfig(scale=2.0, noise_level=20, steps=2, device="cpu", map_kind="guidance", min_anomaly=0.0)
+    weighted = dataclasses.replace(plain, saliency_weight=0.01)
+    a = Detector(bundle, plain).detect(les.x, les.valid, zone=les.zone)
+    b = Detector(bundle, weighted).detect(les.x, les.valid, zone=les.zone)
+    sal = saliency_raw(Detector(bundle, plain), les.x, les.valid, les.zone)
+    assert np.allclose(b.anomaly, np.maximum(a.anomaly, 0.01 * sal), atol=1e-6)
+    assert (b.anomaly > a.anomaly + 1e-6).any(), "the gradient shows where the guided map is weaker"
+    assert np.allclose(a.tumor_probability, b.tumor_probability, atol=1e-6)
+    assert a.evaluations_per_slice == b.evaluations_per_slice
+    with pytest.raises(InputError, match="saliency weight"):
+        DetectConfig(saliency_weight=-1.0)
+
+
 def test_plain_reconstruction_row_is_scored_per_slice_whatever_the_operating_point(eval_data):
     """S = 0 is |x - x_hat|: a calibrated scale measured for a guidance map is not its scale (it flagged
     97 % of healthy pixels on the shipped bundle), so the row is normalized per slice."""

@@ -129,6 +129,11 @@ class DetectConfig:
         guidance_step: how a decode step weighs the classifier gradient: "paper" (Algorithm 1),
             "integrated" or "extrapolated" (``pancdiff.diffusion.ddim_decode``); the last two only
             remove step-size error, so few steps agree better with the K = N run.
+        saliency_weight: w > 0 makes the map max(map, w |grad_x log p(healthy | x, t = 0)|): the
+            guided map with the classifier's own gradient on the input, which finds what the guided
+            decode spreads thin. It is the backward of the confidence pass detection already makes,
+            so it adds no network pass. The release sets w to the ratio of the two maps' healthy
+            scales (``model_runs/20261128-saliency-baseline``); 0 = the guided map alone.
     """
 
     scale: float = 7.0
@@ -149,6 +154,7 @@ class DetectConfig:
     solver: str = "ddim"
     grid_power: float = 1.0
     guidance_step: str = "paper"
+    saliency_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.scale < 0:
@@ -177,6 +183,8 @@ class DetectConfig:
             raise InputError(f"guidance step must be one of {', '.join(GUIDANCE_STEPS)}, got {self.guidance_step!r}")
         if self.map_kind not in MAP_KINDS:
             raise InputError(f"map kind must be one of {', '.join(MAP_KINDS)}, got {self.map_kind!r}")
+        if not self.saliency_weight >= 0.0:
+            raise InputError(f"saliency weight must be >= 0, got {self.saliency_weight}")
         if not 0.0 <= self.edge_mm <= 20.0:
             raise InputError(f"edge_mm must be in 0..20 mm, got {self.edge_mm}")
         if not 0.0 <= self.min_anomaly < 1.0:

@@ -53,7 +53,7 @@ class DetectionResult:
 def evaluations_per_slice(cfg: DetectConfig) -> int:
     """K encoding + K decoding UNet passes, K classifier gradients when guided, K - 1 more UNet passes
     for the unguided decode of the "guidance" map (its first pass, eps(x_N, N), is the guided
-    decode's: ``_SharedStart``), 1 confidence pass."""
+    decode's: ``_SharedStart``), 1 confidence pass (whose backward gives the saliency, when weighted)."""
     unguided = cfg.steps - 1 if needs_unguided(cfg.map_kind) and cfg.scale > 0 else 0
     return 2 * cfg.steps + (cfg.steps if cfg.scale > 0 else 0) + unguided + 1
 
@@ -133,6 +133,19 @@ class Detector:
             t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
             logits = self.bundle.classifier(x, t, zone).float()
             return self.bundle.calibration.probability(logits[:, TUMOR] - logits[:, HEALTHY])
+
+    def probability_and_saliency(
+        self, x: torch.Tensor, zone: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``tumor_probability`` and |grad_x log p(healthy | x, t = 0)| (B, S, S) from one classifier
+        pass and its backward (``DetectConfig.saliency_weight``)."""
+        t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        with torch.enable_grad():
+            x = x.detach().float().requires_grad_(True)
+            logits = self.bundle.classifier(x, t, zone).float()
+            (grad,) = torch.autograd.grad(F.log_softmax(logits, dim=1)[:, HEALTHY].sum(), x)
+        logits = logits.detach()
+        return self.bundle.calibration.probability(logits[:, TUMOR] - logits[:, HEALTHY]), grad[:, 0].abs()
 
     def encoding_identity(self) -> dict:
         """Everything but the input that ``encode`` depends on (``pancdiff.encoding_cache``'s key):
@@ -229,6 +242,9 @@ class Detector:
             x, valid, [cfg.scale], progress=progress, with_probability=True, latents=latents, zone=zone
         )
         anomaly, valid = grid["anomaly"][(cfg.guidance, cfg.map_kind, float(cfg.scale))], grid["valid"]
+        if cfg.saliency_weight > 0:
+            weighted = np.where(valid, cfg.saliency_weight * grid["saliency"], 0.0)
+            anomaly = np.maximum(anomaly, weighted).astype(np.float32)
         normalized = normalize_maps(anomaly, valid, cfg)
         return DetectionResult(
             reconstruction=grid["reconstruction"][(cfg.guidance, float(cfg.scale))],
@@ -263,6 +279,8 @@ class Detector:
         Returns:
             {"anomaly": {(guidance, map kind, S): (B, S, S), 0 outside the support},
             "reconstruction": {(guidance, S): (B, S, S)}, "p": (B,) p(tumor | x, t = 0) or None,
+            "saliency": (B, S, S) |grad_x log p(healthy | x, 0)| with the probability when the setting
+            has a saliency weight, else None,
             "valid": (B, S, S) bool, "latents": (B, 1, S, S) float32, "encode_s": seconds encoding}.
         """
         x = np.asarray(x, dtype=np.float32)
@@ -282,6 +300,7 @@ class Detector:
         batch = self.cfg.batch_size or self._auto_batch_size()
         total_steps = passes_per_batch * int(np.ceil(len(x) / batch)) if len(x) else 0
         probs = np.empty(len(x), dtype=np.float32) if with_probability else None
+        saliency = np.zeros(x.shape, np.float32) if with_probability and self.cfg.saliency_weight > 0 else None
         parts: dict = {}
         done = [0]
         encoded: list[np.ndarray] = []
@@ -298,7 +317,10 @@ class Detector:
             zb = None if zone is None else torch.from_numpy(np.asarray(zone[start : start + len(xb)], bool))
             zb = None if zb is None else zb[:, None].to(self.device)
             try:
-                p = self.tumor_probability(xb, zb).cpu().numpy() if probs is not None else None
+                if saliency is not None:
+                    p, sal = (v.cpu().numpy() for v in self.probability_and_saliency(xb, zb))
+                else:
+                    p = self.tumor_probability(xb, zb).cpu().numpy() if probs is not None else None
                 t0 = time.monotonic()
                 if latents is None:
                     x_n = self.encode(xb, tick)
@@ -317,6 +339,8 @@ class Detector:
                 continue
             if probs is not None:
                 probs[start : start + len(xb)] = p
+            if saliency is not None:
+                saliency[start : start + len(xb)] = sal
             encoded.append(x_n_np)
             encode_s += spent
             for key, value in chunk.items():
@@ -329,6 +353,7 @@ class Detector:
             },
             "reconstruction": {k[1:]: v for k, v in joined.items() if k[0] == "reconstruction"},
             "p": probs,
+            "saliency": saliency,
             "valid": valid,
             "latents": np.concatenate(encoded) if encoded else np.empty((0, 1, *x.shape[1:]), np.float32),
             "encode_s": encode_s,
