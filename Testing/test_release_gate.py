@@ -78,6 +78,25 @@ def test_release_takes_the_fewest_steps_that_follow_the_paper_exact_map(tmp_path
             release.step_counts(bad)
 
 
+def test_release_adds_the_saliency_only_by_its_margin(tmp_path):
+    """max(guided, w saliency) is taken when it raises the tuning objective by the margin, else nothing changes."""
+    from pancdiff.config import DetectConfig
+    from pancdiff.evaluate import setting_maps
+
+    folder = write_slice_folder(tmp_path / "tc", cases_per_class=1, slices_per_case=2, with_labels=True)
+    bundle = init_bundle(seed=0, network=TINY_NETWORK)
+    data = build_eval_set(folder, bundle)
+    release = _release()
+    cfg = DetectConfig(scale=2.0, noise_level=8, steps=2, map_kind="guidance", min_anomaly=0.0, device="cpu")
+    raw = setting_maps(bundle, cfg, data, QUIET)
+    same, maps, record = release.choose_saliency(bundle, cfg, data, raw, 1.0, 0.02)
+    assert same == cfg and maps is raw and not record["taken"] and record["weight"] > 0
+    taken, maps, record = release.choose_saliency(bundle, cfg, data, raw, -1.0, 0.02)
+    assert record["taken"] and taken.saliency_weight == record["weight"]
+    assert all((maps[name] >= raw[name]).all() for name in raw), "the max never lowers the guided map"
+    assert "- Saliency: taken" in release.saliency_lines(record)[0] and release.saliency_lines(None) == []
+
+
 def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, monkeypatch):
     """End to end on tiny networks: two short runs, the tuning grid, the test half, the card."""
     import dataclasses
@@ -101,6 +120,7 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
         "--data", str(folder), "--out", str(out), "--steps", "2", "--scales", "2", "--noises", "8",
         "--fewer-steps", "1", "--smooth-sigmas", "1,3", "--known-limits", str(tmp_path / "limits.md"),
         "--trained-on", "UNet on one NVIDIA H200, classifier on a CPU", "--tuning-json", str(tmp_path / "tuning.json"),
+        "--saliency-margin", "-1",
     ])  # fmt: skip
     with pytest.raises(SystemExit, match="limits.md: --known-limits file not found"):
         release.main()
@@ -134,7 +154,12 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     assert fid["evals_per_slice_fast"] == evaluations_per_slice(chosen)
     steps = card["operating_point_selection"]["steps"]  # K chosen after S and N, before the smoothing
     assert [r["steps"] for r in steps["rows"]] == [1, 2] and chosen.steps == steps["chosen_steps"] == picked["steps"]
-    assert "--steps 2 --fewer-steps 1 --min-fidelity 0.95 " in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "--steps 2 --fewer-steps 1 --min-fidelity 0.95 --saliency-margin -1.0 " in (out / "MODEL_CARD.md").read_text(
+        encoding="utf-8"
+    )
+    saliency = card["operating_point_selection"]["saliency"]  # a margin of -1 always takes it
+    assert saliency["taken"] and chosen.saliency_weight == saliency["weight"] > 0
+    assert "- Saliency: taken, w = " in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     smoothing = card["operating_point_selection"]["smoothing"]  # chosen after the grid, by the grid's rule
     by_sigma = smoothing["best_by_smoothing"]
     assert [r["smooth_sigma_px"] for r in by_sigma] == [1.0, 3.0]

@@ -36,6 +36,7 @@ from pancdiff.benchmark import run_benchmark
 from pancdiff.calibration import calibration_record, fit_platt, logit_difference
 from pancdiff.config import GUIDANCE_STEPS, DetectConfig
 from pancdiff.datasets.slice_folder import read_manifest, tuning_test_halves
+from pancdiff.detection import Detector
 from pancdiff.evaluate import (
     PEAK_SIGMAS,
     best_allowed,
@@ -50,6 +51,7 @@ from pancdiff.evaluate import (
     grid_figure,
     low_attenuation_raw,
     results_markdown,
+    saliency_raw,
     setting_maps,
     threshold_rows,
 )
@@ -170,6 +172,11 @@ def main() -> int:
         "--guidance-step", default="paper", choices=GUIDANCE_STEPS,
         help="guidance weight per decode step (pancdiff.diffusion.ddim_decode)",
     )  # fmt: skip
+    p.add_argument(
+        "--saliency-margin", type=float, default=None,
+        help="after K: let the map take the classifier's saliency, max(guided, w saliency), when that raises the "
+        "tuning objective by at least this much (default: not tried)",
+    )  # fmt: skip
     p.add_argument("--scales", default="5,20,50")
     p.add_argument("--noises", default="100,200")
     p.add_argument("--guidances", default="noisy,x0")
@@ -252,6 +259,10 @@ def main() -> int:
         bundle, chosen, tune, args.fewer_steps, min(noises), args.min_fidelity, reporter, fast
     )  # fmt: skip
     tune_maps = setting_maps(bundle, chosen, tune, reporter)
+    saliency_record = None
+    if args.saliency_margin is not None:
+        chosen, tune_maps, saliency_record = choose_saliency(bundle, chosen, tune, tune_maps, args.saliency_margin,
+                                                             args.max_fp)  # fmt: skip
     chosen, smooth_rows = choose_smoothing(
         tune_maps, tune, chosen, [float(s) for s in args.smooth_sigmas.split(",")], args.max_fp
     )
@@ -296,8 +307,9 @@ def main() -> int:
         "chosen_peak_sigma_px": peak_sigma,
         "rows": peak_rows,
     }
-    tuning_record = {"chosen": chosen_row, "steps": steps_record, "smoothing": smooth_record, "peak": peak_record,
-                     "fidelity": fidelity_record, "gate": gate_record}  # fmt: skip
+    tuning_record = {"chosen": chosen_row, "steps": steps_record, "saliency": saliency_record,
+                     "smoothing": smooth_record, "peak": peak_record, "fidelity": fidelity_record,
+                     "gate": gate_record}  # fmt: skip
     print(json.dumps(tuning_record, indent=2))
     tune_d = slice_logits(bundle, tune)
     bundle.calibration = fit_platt(tune_d, tune.y)
@@ -366,6 +378,7 @@ def main() -> int:
             "peak": peak_record,
             "fidelity": fidelity_record,
             **({"steps": steps_record} if steps_record else {}),
+            **({"saliency": saliency_record} if saliency_record else {}),
         },
         "release_gate": gate_record,
         "looked_at": args.looked_at,
@@ -479,6 +492,58 @@ def choose_steps(
         "rows": rows,
     }
     return (cfg if steps == cfg.steps else dataclasses.replace(cfg, steps=steps, **fast_way)), record
+
+
+def choose_saliency(
+    bundle: ModelBundle, cfg: DetectConfig, data, raw: dict, margin: float, max_fp: float
+) -> tuple[DetectConfig, dict, dict]:
+    """After K, before the smoothing: whether the map becomes max(guided, w saliency), the classifier's
+    gradient on the input at t = 0 (``DetectConfig.saliency_weight``), with w the ratio of the two
+    maps' healthy scales, so each counts in units of its own healthy tissue. Taken only when the tuning
+    objective at ``cfg``'s smoothing rises by ``margin`` (``model_runs/20261128-saliency-baseline``).
+
+    Returns:
+        The setting, the raw maps it makes ({lesion set: ..., "healthy": ...}) and the card's record.
+    """
+    h = data.healthy
+    detector = Detector(bundle, cfg)
+    saliency = {name: saliency_raw(detector, les.x, les.valid, les.zone) for name, les in data.lesions.items()}
+    saliency["healthy"] = saliency_raw(detector, data.x[h], data.valid[h], data.zone[h])
+    weight = calibrate_map_scale(raw["healthy"], data.zone[h], 1.0) / calibrate_map_scale(
+        saliency["healthy"], data.zone[h], 1.0
+    )
+    combined = {name: np.maximum(raw[name], weight * saliency[name]) for name in raw}
+    with_saliency = dataclasses.replace(cfg, saliency_weight=weight)
+    rows = {}
+    for name, maps, at in (("guided", raw, cfg), ("with saliency", combined, with_saliency)):
+        _, candidates = choose_smoothing(maps, data, at, (cfg.smooth_sigma_px,), max_fp)
+        rows[name] = candidates[best_allowed(candidates, max_fp)]
+    taken = rows["with saliency"]["dice"] >= rows["guided"]["dice"] + margin
+    record = {
+        "rule": f"after K, at the grid's smoothing: max(guided map, w saliency), w = the ratio of their healthy "
+        f"scales, taken when it raises the tuning objective by >= {margin}",
+        "margin": margin,
+        "weight": weight,
+        "taken": taken,
+        "rows": rows,
+    }
+    return (with_saliency, combined, record) if taken else (cfg, raw, record)
+
+
+def saliency_lines(record: dict | None) -> list[str]:
+    """The card's line on the saliency step (none for bundles from before it, or released without it)."""
+    if not record:
+        return []
+    g, w = record["rows"]["guided"], record["rows"]["with saliency"]
+    verdict = f"taken, w = {record['weight']:.4g}" if record["taken"] else "not taken"
+    return [f"- Saliency: {verdict}. Rule: {record['rule']}. Tuning objective guided {g['dice']:.3f} "
+            f"(real {g.get('dice_real', float('nan')):.3f}), with saliency {w['dice']:.3f} "
+            f"(real {w.get('dice_real', float('nan')):.3f})."]  # fmt: skip
+
+
+def saliency_flag(record: dict | None) -> str:
+    """The reproduce command's ``--saliency-margin`` (empty for bundles released without it)."""
+    return f"--saliency-margin {record['margin']} " if record else ""
 
 
 def steps_lines(record: dict | None) -> list[str]:
@@ -626,6 +691,7 @@ def card_markdown(card: dict) -> str:
         *smoothing_lines(card["operating_point_selection"].get("smoothing")),
         *peak_lines(card["operating_point_selection"].get("peak")),
         *steps_lines(card["operating_point_selection"].get("steps")),
+        *saliency_lines(card["operating_point_selection"].get("saliency")),
         *fidelity_lines(card["operating_point_selection"].get("fidelity")),
         f"- Grid searched: guidance {sorted({r['guidance'] for r in grid})}, "
         f"map {sorted({r['map_kind'] for r in grid})}, "
@@ -656,6 +722,7 @@ def card_markdown(card: dict) -> str:
         f"--data ../shared/data/pancreas-tc --out PancDiffSlicer/Resources/Models "
         f"--steps {min(grid, key=lambda r: r['noise_level'])['steps']} "
         f"{fewer_steps_flag(card['operating_point_selection'].get('steps'))}"
+        f"{saliency_flag(card['operating_point_selection'].get('saliency'))}"
         f"--grid-power {op.get('grid_power', 1.0)} --guidance-step {op.get('guidance_step', 'paper')} "
         f"--scales {','.join(f'{s:g}' for s in sorted({r['scale'] for r in grid}) if s > 0)} "
         f"--noises {','.join(str(n) for n in sorted({r['noise_level'] for r in grid}))}"
