@@ -185,6 +185,8 @@ def test_plain_reconstruction_row_is_scored_per_slice_whatever_the_operating_poi
     assert calibrated["healthy"]["no_guidance"] == per_slice["healthy"]["no_guidance"]
     assert calibrated["localization"]["real"]["no_guidance"] == per_slice["localization"]["real"]["no_guidance"]
     assert "S = 0 (plain reconstruction, per slice)" in results_markdown(calibrated)
+    with_saliency = evaluate(bundle, data, dataclasses.replace(base, saliency_weight=100.0))
+    assert with_saliency["healthy"]["no_guidance"] == per_slice["healthy"]["no_guidance"], "S = 0 has no saliency"
 
 
 def test_saliency_baseline_is_the_classifier_gradient_inside_the_crop(eval_data):

@@ -630,8 +630,9 @@ def evaluate(
     }
     scored = score_maps(setting_maps(bundle, cfg, data, reporter), data, cfg)
     # S = 0 is |x - x_hat|, another map than a guidance map: the operating point's calibrated scale is
-    # not its scale (it flagged nearly every healthy pixel), so it is normalized per slice as the paper does.
-    plain = dataclasses.replace(cfg, scale=0.0, normalization="slice", min_anomaly=0.0)
+    # not its scale (it flagged nearly every healthy pixel), so it is normalized per slice as the paper does,
+    # and it is the reconstruction alone (no saliency: that is its own baseline row).
+    plain = dataclasses.replace(cfg, scale=0.0, normalization="slice", min_anomaly=0.0, saliency_weight=0.0)
     no_guidance = score_maps(setting_maps(bundle, plain, data, reporter), data, plain)
     results["no_guidance_normalization"] = "slice"
     h = data.healthy
