@@ -51,7 +51,7 @@ from pancdiff.evaluate import (
     grid_figure,
     low_attenuation_raw,
     results_markdown,
-    saliency_raw,
+    saliency_maps,
     setting_maps,
     threshold_rows,
 )
@@ -506,9 +506,7 @@ def choose_saliency(
         The setting, the raw maps it makes ({lesion set: ..., "healthy": ...}) and the card's record.
     """
     h = data.healthy
-    detector = Detector(bundle, cfg)
-    saliency = {name: saliency_raw(detector, les.x, les.valid, les.zone) for name, les in data.lesions.items()}
-    saliency["healthy"] = saliency_raw(detector, data.x[h], data.valid[h], data.zone[h])
+    saliency = saliency_maps(Detector(bundle, cfg), data)
     weight = calibrate_map_scale(raw["healthy"], data.zone[h], 1.0) / calibrate_map_scale(
         saliency["healthy"], data.zone[h], 1.0
     )

@@ -273,6 +273,15 @@ def saliency_raw(detector: Detector, x: np.ndarray, valid: np.ndarray, zone: np.
     return np.where(valid, out, 0.0).astype(np.float32)
 
 
+def saliency_maps(detector: Detector, data: EvalSet) -> dict:
+    """``saliency_raw`` of every lesion set and of the healthy slices: {name: ..., "healthy": ...}, as
+    ``setting_maps`` gives the detection's raw maps."""
+    out = {name: saliency_raw(detector, les.x, les.valid, les.zone) for name, les in data.lesions.items()}
+    h = data.healthy
+    out["healthy"] = saliency_raw(detector, data.x[h], data.valid[h], data.zone[h])
+    return out
+
+
 def low_attenuation_map(x: np.ndarray, valid: np.ndarray, sigma_px: float = 1.0) -> np.ndarray:
     """The low-attenuation baseline per-slice normalized in ``valid``."""
     return np.where(valid, normalize_per_slice(low_attenuation_raw(x, valid), sigma_px), 0.0)

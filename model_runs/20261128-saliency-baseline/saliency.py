@@ -1,6 +1,9 @@
 """The classifier's saliency at t = 0 as a heatmap, scored by the release's rule on the tuning half (rule.md).
 
-    python model_runs/20261128-saliency-baseline/saliency.py
+    python model_runs/20261128-saliency-baseline/saliency.py [MODEL_DIR]
+
+The record was made with `-realhalf-k4` (git show e60200c:PancDiffSlicer/Resources/Models), the guided
+map alone; the shipped bundle now takes the saliency itself.
 
 One gradient pass per slice (``Detector.grad_log_healthy`` with the pancreas zone), then
 ``choose_smoothing`` over 1, 2, 3 px, as the release chooses the shipped map's smoothing.
@@ -40,7 +43,7 @@ def row_text(name: str, r: dict) -> str:
 
 
 def main() -> None:
-    bundle, op, data, raw = tuning_maps()
+    bundle, op, data, raw = tuning_maps(sys.argv[1] if len(sys.argv) > 1 else None)
     det = Detector(bundle, op)
     h = data.healthy
     grads = {name: gradients(det, les.x, les.valid, les.zone) for name, les in data.lesions.items()}
