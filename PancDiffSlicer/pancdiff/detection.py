@@ -118,21 +118,29 @@ class Detector:
                 return out.float()
             return self.bundle.unet(x, t)
 
+    def _logits_and_grad(
+        self, x: torch.Tensor, t: torch.Tensor, zone: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's logits (detached, fp32) and grad_x log p(healthy | x, t) from one pass and its backward."""
+        with torch.enable_grad():
+            x = x.detach().float().requires_grad_(True)
+            logits = self.bundle.classifier(x, t, zone).float()
+            (grad,) = torch.autograd.grad(F.log_softmax(logits, dim=1)[:, HEALTHY].sum(), x)
+        return logits.detach(), grad
+
+    def _probability(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.bundle.calibration.probability(logits[:, TUMOR] - logits[:, HEALTHY])
+
     def grad_log_healthy(self, x: torch.Tensor, t: torch.Tensor, zone: torch.Tensor | None = None) -> torch.Tensor:
         """grad_x log p(healthy | x_t, t) in fp32 (per slice: the batch sum separates); ``zone``
         (B, 1, S, S) bool is the pancreas zone a zone-pooled classifier looks at."""
-        with torch.enable_grad():
-            x = x.detach().float().requires_grad_(True)
-            log_p = F.log_softmax(self.bundle.classifier(x, t, zone).float(), dim=1)[:, HEALTHY]
-            (grad,) = torch.autograd.grad(log_p.sum(), x)
-        return grad
+        return self._logits_and_grad(x, t, zone)[1]
 
     def tumor_probability(self, x: torch.Tensor, zone: torch.Tensor | None = None) -> torch.Tensor:
         """p(tumor | x, t = 0): (B,), Platt-calibrated where the bundle carries a calibration."""
         with torch.no_grad():
             t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-            logits = self.bundle.classifier(x, t, zone).float()
-            return self.bundle.calibration.probability(logits[:, TUMOR] - logits[:, HEALTHY])
+            return self._probability(self.bundle.classifier(x, t, zone).float())
 
     def probability_and_saliency(
         self, x: torch.Tensor, zone: torch.Tensor | None = None
@@ -140,12 +148,8 @@ class Detector:
         """``tumor_probability`` and |grad_x log p(healthy | x, t = 0)| (B, S, S) from one classifier
         pass and its backward (``DetectConfig.saliency_weight``)."""
         t = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        with torch.enable_grad():
-            x = x.detach().float().requires_grad_(True)
-            logits = self.bundle.classifier(x, t, zone).float()
-            (grad,) = torch.autograd.grad(F.log_softmax(logits, dim=1)[:, HEALTHY].sum(), x)
-        logits = logits.detach()
-        return self.bundle.calibration.probability(logits[:, TUMOR] - logits[:, HEALTHY]), grad[:, 0].abs()
+        logits, grad = self._logits_and_grad(x, t, zone)
+        return self._probability(logits), grad[:, 0].abs()
 
     def encoding_identity(self) -> dict:
         """Everything but the input that ``encode`` depends on (``pancdiff.encoding_cache``'s key):

@@ -268,8 +268,7 @@ def saliency_raw(detector: Detector, x: np.ndarray, valid: np.ndarray, zone: np.
     for i in range(0, len(x), batch):
         xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch]))[:, None].float().to(detector.device)
         zb = torch.from_numpy(np.ascontiguousarray(zone[i : i + batch]))[:, None].to(detector.device)
-        t = torch.zeros(len(xb), dtype=torch.long, device=detector.device)
-        out[i : i + batch] = detector.grad_log_healthy(xb, t, zb)[:, 0].abs().cpu().numpy()
+        out[i : i + batch] = detector.probability_and_saliency(xb, zb)[1].cpu().numpy()  # what detection weighs in
     return np.where(valid, out, 0.0).astype(np.float32)
 
 
@@ -645,16 +644,14 @@ def evaluate(
     no_guidance = score_maps(setting_maps(bundle, plain, data, reporter), data, plain)
     results["no_guidance_normalization"] = "slice"
     h = data.healthy
-    detector = Detector(bundle, cfg)
+    saliency = saliency_maps(Detector(bundle, cfg), data)
     la_healthy = baseline_zone(low_attenuation_raw(data.x[h], data.zone[h]), data.zone[h], cfg)
-    sal_healthy = baseline_zone(saliency_raw(detector, data.x[h], data.valid[h], data.zone[h]), data.zone[h], cfg)
+    sal_healthy = baseline_zone(saliency["healthy"], data.zone[h], cfg)
     results["localization"] = {}
     for name, les in data.lesions.items():
         baselines = {}
-        for key, raw in (
-            ("low_attenuation", low_attenuation_raw(les.x, les.zone)),
-            ("saliency", saliency_raw(detector, les.x, les.valid, les.zone)),
-        ):  # both shown as the model's maps are: normalized in the zone, peaks found the same way
+        for key, raw in (("low_attenuation", low_attenuation_raw(les.x, les.zone)), ("saliency", saliency[name])):
+            # both shown as the model's maps are: normalized in the zone, peaks found the same way
             shown = baseline_zone(raw, les.zone, cfg)
             peaks = peak_evidence(raw, les.zone, shown, cfg)
             baselines[key] = segmentation_metrics(shown, les.mask, les.zone, cfg.threshold, peaks)
