@@ -157,6 +157,7 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     assert "--steps 2 --fewer-steps 1 --min-fidelity 0.95 --saliency-margin -1.0 " in (out / "MODEL_CARD.md").read_text(
         encoding="utf-8"
     )
+    assert "--saliency-margin -1.0 --smooth-sigmas 1,3 " in (out / "MODEL_CARD.md").read_text(encoding="utf-8")
     saliency = card["operating_point_selection"]["saliency"]  # a margin of -1 always takes it
     assert saliency["taken"] and chosen.saliency_weight == saliency["weight"] > 0
     assert "- Saliency: taken, w = " in (out / "MODEL_CARD.md").read_text(encoding="utf-8")

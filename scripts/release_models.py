@@ -583,6 +583,12 @@ def smoothing_lines(record: dict | None) -> list[str]:
     ]
 
 
+def smooth_sigmas_flag(record: dict | None) -> str:
+    """The reproduce command's ``--smooth-sigmas`` (empty where only the default 1 px was tried)."""
+    sigmas = [r["smooth_sigma_px"] for r in record["best_by_smoothing"]] if record else []
+    return "" if sigmas in ([], [1.0]) else f"--smooth-sigmas {','.join(f'{s:g}' for s in sigmas)} "
+
+
 def peak_lines(peak: dict | None) -> list[str]:
     """The card's line on how the peak smoothing was chosen (none for bundles from before it)."""
     if not peak:
@@ -721,6 +727,7 @@ def card_markdown(card: dict) -> str:
         f"--steps {min(grid, key=lambda r: r['noise_level'])['steps']} "
         f"{fewer_steps_flag(card['operating_point_selection'].get('steps'))}"
         f"{saliency_flag(card['operating_point_selection'].get('saliency'))}"
+        f"{smooth_sigmas_flag(card['operating_point_selection'].get('smoothing'))}"
         f"--grid-power {op.get('grid_power', 1.0)} --guidance-step {op.get('guidance_step', 'paper')} "
         f"--scales {','.join(f'{s:g}' for s in sorted({r['scale'] for r in grid}) if s > 0)} "
         f"--noises {','.join(str(n) for n in sorted({r['noise_level'] for r in grid}))}"
