@@ -103,18 +103,41 @@ class NoisyClassifier(DiffusionModelEncoder):
         self, x: torch.Tensor, timesteps: torch.Tensor, zone: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``zone`` (B, 1, H, W) or (B, H, W) bool, the pancreas zone on the input canvas (or None)."""
+        return self.logits_and_positions(x, timesteps, zone)[0]
+
+    def logits_and_positions(
+        self, x: torch.Tensor, timesteps: torch.Tensor, zone: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The logits (B, 2), and for an LSE head the per-position logits it pools (B, 2, h, w) with
+        the positions it pooled over ((B, 1, h, w) bool, or None for all); a mean head gives None, None.
+        The per-position tumor-minus-healthy logit is the class activation map: where the classifier
+        puts its evidence, read from the forward pass alone."""
         emb = self.time_embed(get_timestep_embedding(timesteps, self.block_out_channels[0]).to(x.dtype))
         h = self.conv_in(x)
         for block in self.down_blocks:
             h, _ = block(hidden_states=h, temb=emb, context=None)
         h = self.out(h)
         if self.pool is None:
-            return h
+            return h, None, None
         where = None
         if self.use_zone and zone is not None:
             z = zone.reshape(len(x), 1, *zone.shape[-2:]).float()
             where = F.adaptive_max_pool2d(z, h.shape[-2:]) > 0  # a position sees the zone if any pixel does
-        return self.pool(h, where)
+        return self.pool(h, where), h, where
+
+
+def class_evidence(
+    positions: torch.Tensor, where: torch.Tensor | None, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class activation map on the canvas: per-position tumor-minus-healthy logits (B, 2, h, w)
+    upsampled bilinearly to (B, size, size), and where the pool saw them (B, size, size) bool
+    (nearest upsampling undoes the zone's max pooling onto the grid; all True without a zone)."""
+    e = (positions[:, TUMOR] - positions[:, HEALTHY])[:, None].float()
+    up = F.interpolate(e, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    if where is None:
+        return up, torch.ones_like(up, dtype=torch.bool)
+    seen = F.interpolate(where.float(), size=(size, size), mode="nearest")[:, 0] > 0
+    return up, seen
 
 
 def count_parameters(model: nn.Module) -> int:
