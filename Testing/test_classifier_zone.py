@@ -14,7 +14,7 @@ from engine_support import TINY_NETWORK, write_slice_folder
 from pancdiff.config import PreprocessConfig
 from pancdiff.ctio import CTVolume
 from pancdiff.evaluate import build_eval_set
-from pancdiff.networks import LogSumExpPool, NoisyClassifier
+from pancdiff.networks import LogSumExpPool, NoisyClassifier, class_evidence
 from pancdiff.pipeline import detect_volume
 from pancdiff.preprocess import extract_slices, pancreas_zones, to_canvases
 from pancdiff.weights import init_bundle
@@ -34,6 +34,32 @@ def test_masked_pool_is_the_smooth_max_over_the_zone_only():
     assert torch.allclose(got[0], (torch.logsumexp(4 * inside, 1) - math.log(4)) / 4)
     assert torch.allclose(got[1], pool(h)[1])
     assert torch.allclose(pool(torch.full((1, 2, 4, 4), 0.7), where[:1]), torch.full((1, 2), 0.7))
+
+
+def test_the_class_activation_map_is_what_the_pool_pooled_on_the_canvas():
+    """``logits_and_positions`` gives forward's logits with the per-position logits and the pooled
+    positions; ``class_evidence`` puts tumor minus healthy on the canvas, seen only where the pool looked."""
+    torch.manual_seed(0)
+    net = NoisyClassifier(ZONED).eval()
+    x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    t = torch.zeros(2, dtype=torch.long)
+    zone = torch.zeros(2, 1, 64, 64, dtype=torch.bool)
+    zone[0, :, 2:14, 3:15] = True  # 8 px cells: rows 0-1, columns 0-1 of the 8 x 8 grid
+    with torch.no_grad():
+        logits, positions, where = net.logits_and_positions(x, t, zone)
+        assert torch.equal(logits, net(x, t, zone)) and torch.equal(logits, LogSumExpPool()(positions, where))
+        e, seen = class_evidence(positions, where, 64)
+    assert e.shape == seen.shape == (2, 64, 64)
+    assert seen[0, :16, :16].all() and seen[0].sum() == 16 * 16, "the two pooled cells, whole"
+    assert seen[1].all(), "a sample without zone pixels was pooled over every position"
+    grid = positions[0, 1] - positions[0, 0]  # tumor minus healthy: the peak stays in its cell on the canvas
+    row, col = divmod(int(grid.argmax()), 8)
+    peak_row, peak_col = divmod(int(e[0].argmax()), 64)
+    assert (peak_row // 8, peak_col // 8) == (row, col) and e[0].max() <= grid.max() + 1e-6
+    e_all, seen_all = class_evidence(positions, None, 64)
+    assert torch.equal(e_all, e) and seen_all.all()
+    mean_head = NoisyClassifier(TINY_NETWORK).eval()  # a mean head has no positions to show
+    assert mean_head.logits_and_positions(x, t)[1:] == (None, None)
 
 
 def test_a_zoned_classifier_pools_only_zone_positions_and_an_old_one_ignores_the_zone():

@@ -132,6 +132,10 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     card = json.loads((out / "model.json").read_text())
     assert bundle.network.classifier_pooling == "lse"
     assert set(card["split"]["tune_cases"]).isdisjoint(card["split"]["test_cases"])
+    run_split = json.loads((tmp_path / "classifier" / "split.json").read_text(encoding="utf-8"))
+    meta, c_cfg, step, split = release.classifier_from_bundle(card)  # --classifier-from: the run, from its bundle
+    assert (meta, c_cfg, step) == release.load_run(tmp_path / "classifier")
+    assert split == run_split
     assert card["release_gate"]["passed"] and card["validation"]["split_half"].startswith("test half")
     chosen = bundle.operating_point
     picked = card["operating_point_selection"]["chosen"]
@@ -189,3 +193,11 @@ def test_release_writes_a_verified_bundle_chosen_on_the_tuning_half(tmp_path, mo
     assert domain["canvases"] > 0 and low <= domain["median_hu"] <= high
     assert "- Input domain: fine texture" in text
     assert load_bundle(out).card["input_domain"] == domain
+    argv = sys.argv[:]  # the release's choices, redone from the bundle alone (its run folders need not exist)
+    for flag, value in (("--diffusion", "--unet-from"), ("--classifier", "--classifier-from")):
+        at = argv.index(flag)
+        argv[at : at + 2] = [value, str(out)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--tune-only"])
+    (tmp_path / "tuning.json").unlink()
+    assert release.main() == 0
+    assert json.loads((tmp_path / "tuning.json").read_text(encoding="utf-8"))["chosen"] == picked

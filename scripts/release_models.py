@@ -11,7 +11,8 @@ Honesty rules built in:
         --data ../shared/data/pancreas-tc --out PancDiffSlicer/Resources/Models
 
 ``--unet-from DIR`` takes the UNet (and its training record) from an existing bundle instead of a
-diffusion run, for a classifier-only retrain.
+diffusion run, for a classifier-only retrain; ``--classifier-from DIR`` takes the classifier (its
+weights, training record and case split) from one, to redo a release's choices on shipped weights.
 """
 
 from __future__ import annotations
@@ -85,6 +86,17 @@ def warm_start(record: dict) -> str:
     return f"; warm-started from `{record['init_weights']}`" if record.get("init_weights") else ""
 
 
+def classifier_from_bundle(card: dict) -> tuple[dict, TrainConfig, int, dict]:
+    """A bundle's classifier as ``load_run`` gives a run's, with the run's case split: (record,
+    config, steps, split). A bundle keeps its training run's record, so its choices can be redone
+    on the shipped weights where the run folder is gone."""
+    record = dict(card["training"]["classifier"])
+    step = record.pop("steps_done")
+    meta = {k: v for k, v in record.items() if k != "kind"}
+    split = {k: card["split"][k] for k in ("train_cases", "val_cases", "seed")}
+    return {"kind": "classifier", **meta}, config_from_json(None, **meta), step, split
+
+
 def load_run(run: Path) -> tuple[dict, TrainConfig, int]:
     meta = json.loads((run / "train_config.json").read_text())
     kind = meta.pop("kind")
@@ -154,7 +166,12 @@ def main() -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--diffusion", type=Path, help="diffusion training run folder")
     src.add_argument("--unet-from", type=Path, help="take the UNet from this model bundle")
-    p.add_argument("--classifier", type=Path, required=True, help="classifier training run folder")
+    csrc = p.add_mutually_exclusive_group(required=True)
+    csrc.add_argument("--classifier", type=Path, help="classifier training run folder")
+    csrc.add_argument(
+        "--classifier-from", type=Path,
+        help="take the classifier, its training record and case split from this model bundle",
+    )  # fmt: skip
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument(
@@ -216,8 +233,13 @@ def main() -> int:
         raise SystemExit(f"{args.tuning_json.parent}: --tuning-json folder not found")
     reporter = Reporter("bar")
 
-    c_meta, c_cfg, c_step = load_run(args.classifier)
-    split = json.loads((args.classifier / "split.json").read_text())
+    if args.classifier:
+        c_meta, c_cfg, c_step = load_run(args.classifier)
+        split = json.loads((args.classifier / "split.json").read_text())
+        c_weights = args.classifier / "classifier.safetensors"
+    else:
+        c_meta, c_cfg, c_step, split = classifier_from_bundle(load_bundle(args.classifier_from, "cpu").card)
+        c_weights = args.classifier_from / "classifier.safetensors"  # load_bundle verified its SHA-256
     if args.diffusion:
         d_meta, d_cfg, d_step = load_run(args.diffusion)
         if split != json.loads((args.diffusion / "split.json").read_text()):
@@ -240,7 +262,7 @@ def main() -> int:
         raise SystemExit("the UNet and the classifier used different network or preprocessing configs")
     network = dataclasses.replace(unet_network, **{f: getattr(c_cfg.network, f) for f in CLASSIFIER_FIELDS})
     classifier = NoisyClassifier(network)
-    load_weights_into(classifier, args.classifier / "classifier.safetensors")
+    load_weights_into(classifier, c_weights)
     model_id = args.model_id or f"pancdiff-tc64-{time.strftime('%Y%m%d-%H%M')}"
     fast = DetectConfig(steps=args.steps, grid_power=args.grid_power, guidance_step=args.guidance_step)
     bundle = ModelBundle(unet.eval(), classifier.eval(), network, schedule, preprocess, fast, model_id)
@@ -733,6 +755,8 @@ def card_markdown(card: dict) -> str:
         f"--noises {','.join(str(n) for n in sorted({r['noise_level'] for r in grid}))}"
         + (" --known-limits docs/model_known_limits.md" if card.get("known_limits") else ""),
         "```",
+        "To redo the release's choices on these weights without the training runs, give "
+        "`--unet-from` and `--classifier-from` this bundle's folder instead.",
         "CPU training with several threads is not bitwise reproducible; expect figures within noise.",
     ]
     return "\n".join(lines) + "\n"

@@ -131,11 +131,13 @@ def class_evidence(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The class activation map on the canvas: per-position tumor-minus-healthy logits (B, 2, h, w)
     upsampled bilinearly to (B, size, size), and where the pool saw them (B, size, size) bool
-    (nearest upsampling undoes the zone's max pooling onto the grid; all True without a zone)."""
+    (nearest upsampling undoes the zone's max pooling onto the grid; all True without a zone, or for a
+    sample whose zone missed every position, as ``LogSumExpPool`` then pools over all)."""
     e = (positions[:, TUMOR] - positions[:, HEALTHY])[:, None].float()
     up = F.interpolate(e, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
     if where is None:
         return up, torch.ones_like(up, dtype=torch.bool)
+    where = where | ~where.flatten(1).any(dim=1)[:, None, None, None]
     seen = F.interpolate(where.float(), size=(size, size), mode="nearest")[:, 0] > 0
     return up, seen
 
