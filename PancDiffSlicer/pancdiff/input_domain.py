@@ -9,7 +9,6 @@ measured gets a warning next to its confidence, in every output.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -72,33 +71,3 @@ def check(value: float | None, card_domain: dict | None) -> dict[str, Any]:
         )
     return record
 
-
-@functools.lru_cache(maxsize=1)
-def white_noise_gain() -> float:
-    """The fine texture of unit white noise under this module's measure (about 0.87): what added
-    noise of standard deviation s contributes is s times this."""
-    n = np.random.default_rng(0).standard_normal((512, 512))
-    return float(np.std((n - ndimage.gaussian_filter(n, 1.0))[8:-8, 8:-8]))
-
-
-def harmonizing_noise_hu(value: float | None, card_domain: dict | None) -> float:
-    """The white noise (standard deviation, HU) that brings a CT smoother than the bundle's range to
-    the range's median fine texture (independent noise adds in quadrature); 0 for a CT inside or above
-    the range, or where nothing could be measured."""
-    bounds, median = (card_domain or {}).get("fine_texture_hu"), (card_domain or {}).get("median_hu")
-    if value is None or not bounds or median is None or value >= bounds[0]:
-        return 0.0
-    return float(np.sqrt(max(median**2 - value**2, 0.0)) / white_noise_gain())
-
-
-def add_texture(
-    canvases: np.ndarray, valid: np.ndarray, sigma_hu: float, hu_window: tuple[float, float], seed: int = 0
-) -> np.ndarray:
-    """``canvases`` with seeded Gaussian white noise of ``sigma_hu`` inside ``valid``, clipped to [0, 1]
-    (the same input gives the same output); returned unchanged (a copy) for ``sigma_hu`` 0."""
-    x = np.array(canvases, dtype=np.float32)
-    if sigma_hu <= 0:
-        return x
-    noise = np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
-    noisy = np.clip(x + noise * np.float32(sigma_hu / float(hu_window[1] - hu_window[0])), 0.0, 1.0)
-    return np.where(valid, noisy, x).astype(np.float32)

@@ -3,13 +3,14 @@
     python model_runs/20261126-texture-harmonization/harmonize_study.py [MODEL_DIR]   # repository root
 
 A smooth scanner is simulated by blurring every tuning canvas inside its support; the harmonized
-condition adds the engine's seeded white noise (``input_domain.harmonizing_noise_hu``, ``add_texture``)
-per patient, as detection does per CT. Confidence (calibrated p(tumor) of outlined healthy canvases,
+condition adds seeded white noise (``harmonizing_noise_hu``, ``add_texture`` below: what the engine
+would have run) per patient, as detection would per CT. Confidence (calibrated p(tumor) of outlined healthy canvases,
 paired AUROC at t = 0) and detection at the shipped operating point, unchanged, in each condition.
 Then the bundled sample CT, as is and harmonized (one CT, descriptive).
 """
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import sys
@@ -21,16 +22,11 @@ from pancdiff.crop_samples import smooth_inside
 from pancdiff.datasets.slice_folder import tuning_test_halves
 from pancdiff.detection import Detector
 from pancdiff.evaluate import build_eval_set, setting_maps, threshold_rows
-from pancdiff.input_domain import (
-    add_texture,
-    canvas_fine_texture_hu,
-    fine_texture_hu,
-    harmonizing_noise_hu,
-    white_noise_gain,
-)
+from pancdiff.input_domain import canvas_fine_texture_hu, fine_texture_hu
 from pancdiff.progress import QUIET
 from pancdiff.train import paired_auroc
 from pancdiff.weights import load_bundle
+from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1].parent / "shared" / "data" / "pancreas-tc"
@@ -45,6 +41,37 @@ def _module(name: str, path: Path):
 
 
 SAMPLE = _module("confidence_study", HERE.parent / "20261126-site-free-confidence" / "confidence_study.py")
+
+
+@functools.lru_cache(maxsize=1)
+def white_noise_gain() -> float:
+    """The fine texture of unit white noise under this module's measure (about 0.87): what added
+    noise of standard deviation s contributes is s times this."""
+    n = np.random.default_rng(0).standard_normal((512, 512))
+    return float(np.std((n - ndimage.gaussian_filter(n, 1.0))[8:-8, 8:-8]))
+
+
+def harmonizing_noise_hu(value: float | None, card_domain: dict | None) -> float:
+    """The white noise (standard deviation, HU) that brings a CT smoother than the bundle's range to
+    the range's median fine texture (independent noise adds in quadrature); 0 for a CT inside or above
+    the range, or where nothing could be measured."""
+    bounds, median = (card_domain or {}).get("fine_texture_hu"), (card_domain or {}).get("median_hu")
+    if value is None or not bounds or median is None or value >= bounds[0]:
+        return 0.0
+    return float(np.sqrt(max(median**2 - value**2, 0.0)) / white_noise_gain())
+
+
+def add_texture(
+    canvases: np.ndarray, valid: np.ndarray, sigma_hu: float, hu_window: tuple[float, float], seed: int = 0
+) -> np.ndarray:
+    """``canvases`` with seeded Gaussian white noise of ``sigma_hu`` inside ``valid``, clipped to [0, 1]
+    (the same input gives the same output); returned unchanged (a copy) for ``sigma_hu`` 0."""
+    x = np.array(canvases, dtype=np.float32)
+    if sigma_hu <= 0:
+        return x
+    noise = np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
+    noisy = np.clip(x + noise * np.float32(sigma_hu / float(hu_window[1] - hu_window[0])), 0.0, 1.0)
+    return np.where(valid, noisy, x).astype(np.float32)
 
 
 def blurred(x: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
