@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pancdiff.evaluate import best_by, calibrate_map_scale, choose_smoothing
+from pancdiff.evaluate import calibrate_map_scale
 from pancdiff.networks import class_evidence
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "20261128-saliency-baseline"))
-from saliency import SIGMAS, row_text, tuning_maps  # noqa: E402  (the shipped bundle's tuning maps)
+from saliency import HEADER, score_candidates, tuning_maps  # noqa: E402  (the shipped bundle's tuning maps)
 
 KINDS = {"cam_relu": lambda e: np.maximum(e, 0.0), "cam_sigmoid": lambda e: 1.0 / (1.0 + np.exp(-e))}
 
@@ -48,20 +48,13 @@ def main() -> None:
     print(f"bundle {bundle.model_id}, tuning half; best row per map under the release's rule (healthy FP <= 0.02)")
     print(f"shipped map scale {scale_m:.4g}; " + ", ".join(
         f"{k} scale {calibrate_map_scale(c['healthy'], data.zone[h], 1.0):.4g}" for k, c in cams.items()))  # fmt: skip
-    print("| map | smoothing | normalization | threshold | objective | real Dice | simulated Dice | real AUPRC "
-          "| simulated AUPRC | healthy FP |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(HEADER)
     candidates = {"shipped (control)": raw}
     for k, cam in cams.items():
         scale_c = calibrate_map_scale(cam["healthy"], data.zone[h], 1.0)
         candidates[f"{k} alone"] = cam
         candidates[f"max(shipped, {k})"] = {n: np.maximum(raw[n] / scale_m, cam[n] / scale_c) for n in raw}
-    record = {}
-    for name, maps in candidates.items():
-        _, rows = choose_smoothing(maps, data, op, SIGMAS, 0.02)
-        record[name] = best_by(rows, "smooth_sigma_px", 0.02)
-        for r in record[name]:
-            print(row_text(name, r))
+    record = score_candidates(candidates, data, op)
     (HERE / "cam_study.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 

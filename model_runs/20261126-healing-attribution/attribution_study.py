@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 from pancdiff.detection import Detector
-from pancdiff.evaluate import best_by, calibrate_map_scale, choose_smoothing
+from pancdiff.evaluate import calibrate_map_scale
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "20261128-saliency-baseline"))
-from saliency import SIGMAS, gradients, row_text, tuning_maps  # noqa: E402  (the shipped bundle's tuning maps)
+from saliency import HEADER, gradients, score_candidates, tuning_maps  # noqa: E402  (the shipped bundle's tuning maps)
 
 
 def attribution(det: Detector, x: np.ndarray, valid: np.ndarray, zone: np.ndarray) -> np.ndarray:
@@ -36,20 +36,13 @@ def main() -> None:
     scale_m = calibrate_map_scale(raw["healthy"], data.zone[h], 1.0)
     scale_a = calibrate_map_scale(attr["healthy"], data.zone[h], 1.0)
     print(f"bundle {bundle.model_id}, tuning half; scales: shipped {scale_m:.4g}, attribution {scale_a:.4g}")
-    print("| map | smoothing | normalization | threshold | objective | real Dice | simulated Dice | real AUPRC "
-          "| simulated AUPRC | healthy FP |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(HEADER)
     candidates = {
         "shipped (control)": raw,
         "attribution alone": attr,
         "max(shipped, attribution)": {n: np.maximum(raw[n] / scale_m, attr[n] / scale_a) for n in raw},
     }
-    record = {}
-    for name, maps in candidates.items():
-        _, rows = choose_smoothing(maps, data, op, SIGMAS, 0.02)
-        record[name] = best_by(rows, "smooth_sigma_px", 0.02)
-        for r in record[name]:
-            print(row_text(name, r))
+    record = score_candidates(candidates, data, op)
     (HERE / "attribution_study.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 

@@ -42,6 +42,24 @@ def row_text(name: str, r: dict) -> str:
             f"| {r['fp_fraction']:.3f} |")  # fmt: skip
 
 
+HEADER = (
+    "| map | smoothing | normalization | threshold | objective | real Dice | simulated Dice | real AUPRC "
+    "| simulated AUPRC | healthy FP |\n|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def score_candidates(candidates: dict, data, op) -> dict:
+    """Each candidate's maps {set: raw} through the release's rule over ``SIGMAS``, its best row per
+    smoothing printed as a table row (after ``HEADER``) and returned {candidate: rows} (session 12's studies)."""
+    record = {}
+    for name, maps in candidates.items():
+        _, rows = choose_smoothing(maps, data, op, SIGMAS, 0.02)
+        record[name] = best_by(rows, "smooth_sigma_px", 0.02)
+        for r in record[name]:
+            print(row_text(name, r))
+    return record
+
+
 def main() -> None:
     bundle, op, data, raw = tuning_maps(sys.argv[1] if len(sys.argv) > 1 else None)
     det = Detector(bundle, op)
