@@ -55,7 +55,9 @@ def test_the_range_and_the_check():
     assert inside["inside"] is True and "warning" not in inside
     smoother = check(low / 2, domain)
     assert smoother["inside"] is False and "smoother" in smoother["warning"]
-    assert "grainier" in check(high * 2, domain)["warning"]
+    assert "confidence is not to be trusted" in smoother["warning"] and "more healthy tissue" in smoother["warning"]
+    grainier = check(high * 2, domain)["warning"]
+    assert "grainier" in grainier and "not validated" in grainier and "more healthy tissue" not in grainier
     assert check(10.0, None)["inside"] is None and check(None, domain)["inside"] is None
     with pytest.raises(ValueError, match="zone"):
         training_range(x, np.zeros_like(zone), WINDOW)

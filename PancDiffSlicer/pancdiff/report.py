@@ -411,10 +411,11 @@ def _draw_strip(ax, strips: list[tuple[SliceStrip, str, str]], warning: str, not
     ax.set_ylabel("p(tumor)", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7, loc="upper left", ncol=4, frameon=False)
+    pad = 12 if marked else 6  # the markers' triangles stand above the axes: keep the title clear of them
     if warning:
-        ax.set_title(warning + (f"\n{note}" if note else ""), color="#c00000", fontsize=9, fontweight="bold")
+        ax.set_title(warning + (f"\n{note}" if note else ""), color="#c00000", fontsize=9, fontweight="bold", pad=pad)
     elif note:
-        ax.set_title(note, fontsize=9)
+        ax.set_title(note, fontsize=9, pad=pad)
 
 
 def _label(ax, text: str) -> None:
