@@ -73,4 +73,3 @@ def check(value: float | None, card_domain: dict | None) -> dict[str, Any]:
                if smoother else "the map was not validated on such CTs")
         )  # fmt: skip
     return record
-
