@@ -76,7 +76,9 @@ def self_fill(x: np.ndarray, region: np.ndarray, zone: np.ndarray, rng) -> np.nd
     return (w * shifted + (1 - w) * x).astype(np.float32)
 
 
-def pseudo_pairs(bundle, train) -> dict:
+def pseudo_pairs(bundle, train, region=lambda res: res.candidates) -> dict:
+    """Pairs (crop, crop with its pseudo region filled) from the training MSD crops with an outline;
+    ``region(detection result)`` gives the (B, S, S) map regions, kept inside the zone."""
     rng = np.random.default_rng(SEED)
     outlined = [o is not None and o.any() for o in train.organs]
     ix = [i for i in range(len(train)) if train.labels[i] == 1 and outlined[i]]
@@ -86,44 +88,42 @@ def pseudo_pairs(bundle, train) -> dict:
     zone = np.stack([train.zone(c) for c in canvases])
     res = Detector(bundle, bundle.operating_point).detect(x, valid, zone=zone)
     pos, neg, zs, area = [], [], [], []
-    for xi, cand, z in zip(x, res.candidates, zone):
-        region = cand & z
-        if not region.any():
-            continue
-        filled = self_fill(xi, region, z, rng)
+    for xi, marked, z in zip(x, region(res), zone):
+        inside = marked & z
+        filled = self_fill(xi, inside, z, rng) if inside.any() else None
         if filled is None:
             continue
         pos.append(xi)
         neg.append(filled)
         zs.append(z)
-        area.append(region.sum() / z.sum())
+        area.append(inside.sum() / z.sum())
     print(f"pseudo pairs: {len(pos)} of {len(ix)} training MSD crops with an outline "
           f"(region {np.mean(area):.2f} of the zone on average)")  # fmt: skip
     return {"pos": np.stack(pos), "neg": np.stack(neg), "zone": np.stack(zs), "n_crops": len(ix)}
 
 
-def fine_tune(bundle, cfg, train, pairs: dict | None) -> torch.nn.Module:
-    """H fine-tuned STEPS steps: simulated pairs plus real slices (control) or pseudo pairs."""
+def fine_tune(bundle, cfg, train, run_cfg, pairs: dict | None = None, per_batch: int = 0) -> torch.nn.Module:
+    """H fine-tuned STEPS steps on ``run_cfg``'s batches (simulated pairs, then its real slices) with
+    ``per_batch`` pseudo pairs from ``pairs`` put between the two (none: H's recipe, the control)."""
     torch.manual_seed(SEED)
     model = copy.deepcopy(bundle.classifier).train()
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=cfg.weight_decay)
     alpha_bar = alpha_bar_schedule(cfg.schedule).float()
-    run_cfg = cfg if pairs is None else dataclasses.replace(cfg, real_fraction=0.0, batch_size=16)
+    n_real = real_slots(run_cfg)
     batches = _Batches(train, run_cfg, "classifier", np.random.default_rng(SEED))
     rng = np.random.default_rng(SEED + 1)
     end = cfg.iterations  # H's final t distribution
     for _ in range(STEPS):
         x, y, zone = batches.next(end)
-        n_real = real_slots(run_cfg)
         if pairs is not None:
-            k = rng.integers(len(pairs["pos"]), size=8)
-            px = np.stack([v for i in k for v in (pairs["neg"][i], pairs["pos"][i])])
-            pz = np.stack([pairs["zone"][i] for i in k for _ in range(2)])
-            x = torch.cat([x, torch.from_numpy(px)[:, None]])
-            y = torch.cat([y, torch.tensor([0, 1] * 8)])
-            zone = torch.cat([zone, torch.from_numpy(pz)[:, None]])
-            n_real = 0
+            k = rng.integers(len(pairs["pos"]), size=per_batch)
+            px = torch.from_numpy(np.stack([v for i in k for v in (pairs["neg"][i], pairs["pos"][i])]))[:, None]
+            pz = torch.from_numpy(np.stack([pairs["zone"][i] for i in k for _ in range(2)]))[:, None]
+            cut = len(x) - n_real  # pairs first, real slices last (the t and noise sharing below)
+            x = torch.cat([x[:cut], px, x[cut:]])
+            y = torch.cat([y[:cut], torch.tensor([0, 1] * per_batch), y[cut:]])
+            zone = torch.cat([zone[:cut], pz, zone[cut:]])
         n_pairs = (len(x) - n_real) // 2
         t = sample_timesteps(end, n_pairs, cfg).repeat_interleave(2)
         t = torch.cat([t, sample_timesteps(end, n_real, cfg)])
@@ -167,8 +167,9 @@ def main() -> None:
     tune_cases = set(tuning_test_halves(bundle.card["split"]["val_cases"])[0])
     data = build_eval_set(DATA, bundle, tune_cases, 0.8, seed=11)
     classifiers = {"H (shipped)": bundle.classifier}
-    classifiers["control"] = fine_tune(bundle, cfg, train, None)
-    classifiers["pseudo"] = fine_tune(bundle, cfg, train, pairs)
+    classifiers["control"] = fine_tune(bundle, cfg, train, cfg)
+    pseudo_cfg = dataclasses.replace(cfg, real_fraction=0.0, batch_size=16)  # 8 simulated pairs, no real slices
+    classifiers["pseudo"] = fine_tune(bundle, cfg, train, pseudo_cfg, pairs, per_batch=8)
     print(f"fine-tunes done at {time.monotonic() - t0:.0f} s")
     record, maps = {}, {}
     from pancdiff.evaluate import setting_maps

@@ -2,89 +2,23 @@
 
     python model_runs/20261126-pseudo-pairs/probe_mixed.py   # repository root; → stdout, probe_mixed.json
 
-The control is the first probe's (``probe.json``); this run trains and measures the mixed variant only.
+The control is the first probe's (``probe.json``); this run trains and measures the mixed variant only, with
+``probe.pseudo_pairs`` (regions where the normalized map is >= REGION_THRESHOLD) and ``probe.fine_tune``.
 """
 
-import copy
 import dataclasses
 import json
 import time
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from pancdiff.crop_samples import NO_AUGMENT
 from pancdiff.datasets.slice_folder import tuning_test_halves
-from pancdiff.detection import Detector
-from pancdiff.diffusion import alpha_bar_schedule, q_sample
 from pancdiff.evaluate import build_eval_set, setting_maps
 from pancdiff.progress import QUIET
-from pancdiff.train import _Batches, load_slice_data, real_slots, sample_timesteps
+from pancdiff.train import load_slice_data, real_slots
 from pancdiff.weights import load_bundle
-from probe import DATA, HEADER, HERE, LR, RELEASE, SEED, STEPS, measure, score_candidates, self_fill
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from probe import DATA, HEADER, HERE, RELEASE, fine_tune, measure, pseudo_pairs, score_candidates
 
 REGION_THRESHOLD = 0.35
-
-
-def pseudo_pairs(bundle, train) -> dict:
-    """As ``probe.pseudo_pairs``, with regions where the normalized map is >= REGION_THRESHOLD."""
-    rng = np.random.default_rng(SEED)
-    outlined = [o is not None and o.any() for o in train.organs]
-    ix = [i for i in range(len(train)) if train.labels[i] == 1 and outlined[i]]
-    canvases = [train.canvas(i, rng, NO_AUGMENT) for i in ix]
-    x = np.stack([c.x for c in canvases])
-    valid = np.stack([c.valid for c in canvases])
-    zone = np.stack([train.zone(c) for c in canvases])
-    res = Detector(bundle, bundle.operating_point).detect(x, valid, zone=zone)
-    pos, neg, zs, area = [], [], [], []
-    for xi, m, z in zip(x, res.normalized, zone):
-        region = (m >= REGION_THRESHOLD) & z
-        filled = self_fill(xi, region, z, rng) if region.any() else None
-        if filled is None:
-            continue
-        pos.append(xi)
-        neg.append(filled)
-        zs.append(z)
-        area.append(region.sum() / z.sum())
-    print(f"pseudo pairs: {len(pos)} of {len(ix)} training MSD crops with an outline "
-          f"(region {np.mean(area):.2f} of the zone on average)")  # fmt: skip
-    return {"pos": np.stack(pos), "neg": np.stack(neg), "zone": np.stack(zs), "n_crops": len(ix)}
-
-
-def fine_tune_mixed(bundle, cfg, train, pairs: dict) -> torch.nn.Module:
-    """H fine-tuned STEPS steps on 8 simulated pairs, 4 pseudo pairs and 8 real slices per batch."""
-    torch.manual_seed(SEED)
-    model = copy.deepcopy(bundle.classifier).train()
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=cfg.weight_decay)
-    alpha_bar = alpha_bar_schedule(cfg.schedule).float()
-    run_cfg = dataclasses.replace(cfg, batch_size=24, real_fraction=1 / 3)
-    n_real = real_slots(run_cfg)
-    assert n_real == 8, n_real
-    batches = _Batches(train, run_cfg, "classifier", np.random.default_rng(SEED))
-    rng = np.random.default_rng(SEED + 1)
-    end = cfg.iterations
-    for _ in range(STEPS):
-        x, y, zone = batches.next(end)
-        k = rng.integers(len(pairs["pos"]), size=4)
-        px = torch.from_numpy(np.stack([v for i in k for v in (pairs["neg"][i], pairs["pos"][i])]))[:, None]
-        pz = torch.from_numpy(np.stack([pairs["zone"][i] for i in k for _ in range(2)]))[:, None]
-        cut = len(x) - n_real  # pairs first, real slices last (the t and noise sharing below)
-        x = torch.cat([x[:cut], px, x[cut:]])
-        y = torch.cat([y[:cut], torch.tensor([0, 1] * 4), y[cut:]])
-        zone = torch.cat([zone[:cut], pz, zone[cut:]])
-        n_pairs = (len(x) - n_real) // 2
-        t = torch.cat([sample_timesteps(end, n_pairs, cfg).repeat_interleave(2), sample_timesteps(end, n_real, cfg)])
-        noise = torch.randn_like(x[: 2 * n_pairs : 2]).repeat_interleave(2, dim=0)
-        noise = torch.cat([noise, torch.randn_like(x[2 * n_pairs :])])
-        loss = F.cross_entropy(model(q_sample(x, t, noise, alpha_bar), t, zone).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        ema.update_parameters(model)
-    return ema.module.eval()
 
 
 def main() -> None:
@@ -93,10 +27,12 @@ def main() -> None:
     bundle = load_bundle(None, "cpu")
     _, cfg, _, _ = RELEASE.classifier_from_bundle(bundle.card)
     train = load_slice_data(DATA, cfg).train
-    pairs = pseudo_pairs(bundle, train)
+    pairs = pseudo_pairs(bundle, train, lambda res: res.normalized >= REGION_THRESHOLD)
     tune_cases = set(tuning_test_halves(bundle.card["split"]["val_cases"])[0])
     data = build_eval_set(DATA, bundle, tune_cases, 0.8, seed=11)
-    clf = fine_tune_mixed(bundle, cfg, train, pairs)
+    mixed_cfg = dataclasses.replace(cfg, batch_size=24, real_fraction=1 / 3)  # 8 simulated pairs, 8 real slices
+    assert real_slots(mixed_cfg) == 8
+    clf = fine_tune(bundle, cfg, train, mixed_cfg, pairs, per_batch=4)
     print(f"fine-tune done at {time.monotonic() - t0:.0f} s", flush=True)
     r = measure(bundle, clf, data)
     maps = {"mixed": setting_maps(dataclasses.replace(bundle, classifier=clf), bundle.operating_point, data, QUIET)}
