@@ -35,7 +35,7 @@ import torch
 from pancdiff import __version__
 from pancdiff.benchmark import run_benchmark
 from pancdiff.calibration import calibration_record, fit_platt, logit_difference
-from pancdiff.config import GUIDANCE_STEPS, DetectConfig
+from pancdiff.config import GUIDANCE_STEPS, DetectConfig, from_dict, to_dict
 from pancdiff.datasets.slice_folder import read_manifest, tuning_test_halves
 from pancdiff.detection import Detector
 from pancdiff.evaluate import (
@@ -57,10 +57,11 @@ from pancdiff.evaluate import (
     threshold_rows,
 )
 from pancdiff.input_domain import training_range
+from pancdiff.map_student import StudentConfig, build_student, student_fits
 from pancdiff.networks import NoisyClassifier, build_unet
 from pancdiff.progress import Reporter
 from pancdiff.train import TrainConfig, classifier_probabilities, config_from_json, real_slots
-from pancdiff.weights import ModelBundle, load_bundle, load_weights_into, save_bundle
+from pancdiff.weights import STUDENT_FILE, ModelBundle, load_bundle, load_weights_into, save_bundle
 
 CLASSIFIER_FIELDS = ("classifier_channels", "classifier_attention_levels", "classifier_pooling", "classifier_zone")
 
@@ -194,6 +195,12 @@ def main() -> int:
         help="after K: let the map take the classifier's saliency, max(guided, w saliency), when that raises the "
         "tuning objective by at least this much (default: not tried)",
     )  # fmt: skip
+    p.add_argument(
+        "--map-student", type=Path, default=None,
+        help="a map student folder (map_student.json, map_student.safetensors): after the saliency, taken when its "
+        "map follows the paper-exact run at r >= --min-fidelity with a tuning objective within --student-margin",
+    )  # fmt: skip
+    p.add_argument("--student-margin", type=float, default=0.01, help="the objective a map student may cost")
     p.add_argument("--scales", default="5,20,50")
     p.add_argument("--noises", default="100,200")
     p.add_argument("--guidances", default="noisy,x0")
@@ -288,11 +295,17 @@ def main() -> int:
     chosen, smooth_rows = choose_smoothing(
         tune_maps, tune, chosen, [float(s) for s in args.smooth_sigmas.split(",")], args.max_fp
     )
+    student_record, chosen_rows = None, smooth_rows
+    if args.map_student:
+        chosen, tune_maps, chosen_rows, student_record = choose_student(
+            bundle, chosen, tune, tune_maps, load_student_folder(args.map_student), args.min_fidelity,
+            args.student_margin, args.max_fp, reporter,
+        )  # fmt: skip
     chosen_row = {
         "guidance": chosen.guidance, "map_kind": chosen.map_kind, "scale": chosen.scale,
         "noise_level": chosen.noise_level, "steps": chosen.steps,
         **next(
-            r for r in smooth_rows
+            r for r in chosen_rows
             if (r["smooth_sigma_px"], r["normalization"], r["min_anomaly"], r["threshold"])
             == (chosen.smooth_sigma_px, chosen.normalization, chosen.min_anomaly, chosen.threshold)
         ),
@@ -330,8 +343,8 @@ def main() -> int:
         "rows": peak_rows,
     }
     tuning_record = {"chosen": chosen_row, "steps": steps_record, "saliency": saliency_record,
-                     "smoothing": smooth_record, "peak": peak_record, "fidelity": fidelity_record,
-                     "gate": gate_record}  # fmt: skip
+                     "student": student_record, "smoothing": smooth_record, "peak": peak_record,
+                     "fidelity": fidelity_record, "gate": gate_record}  # fmt: skip
     print(json.dumps(tuning_record, indent=2))
     tune_d = slice_logits(bundle, tune)
     bundle.calibration = fit_platt(tune_d, tune.y)
@@ -401,6 +414,7 @@ def main() -> int:
             "fidelity": fidelity_record,
             **({"steps": steps_record} if steps_record else {}),
             **({"saliency": saliency_record} if saliency_record else {}),
+            **({"map_student": student_record} if student_record else {}),
         },
         "release_gate": gate_record,
         "looked_at": args.looked_at,
@@ -548,6 +562,84 @@ def choose_saliency(
         "rows": rows,
     }
     return (with_saliency, combined, record) if taken else (cfg, raw, record)
+
+
+def load_student_folder(folder: Path) -> tuple[StudentConfig, torch.nn.Module]:
+    """A distilled map student: its config (``map_student.json``) and weights (``map_student.safetensors``)."""
+    if not (folder / "map_student.json").is_file():
+        raise SystemExit(f"{folder}: no map_student.json")
+    cfg = from_dict(StudentConfig, json.loads((folder / "map_student.json").read_text(encoding="utf-8")))
+    net = build_student(cfg)
+    load_weights_into(net, folder / STUDENT_FILE)
+    return cfg, net.eval()
+
+
+def choose_student(
+    bundle: ModelBundle, cfg: DetectConfig, data, raw: dict, student, min_r: float, margin: float, max_fp: float,
+    reporter: Reporter,
+) -> tuple[DetectConfig, dict, list[dict], dict]:
+    """After the smoothing: whether a distilled map student replaces the K-step decode
+    (``model_runs/20261129-map-student``). Taken when it was distilled at ``cfg``'s setting, costs fewer
+    passes, follows the paper-exact run at r >= ``min_r`` on the fidelity canvases, and its tuning objective
+    at ``cfg``'s smoothing (normalization and threshold chosen again) is at most ``margin`` below the
+    K-step map's. Taken, the bundle carries it.
+
+    Args:
+        raw: the K-step raw maps of ``data`` under ``cfg`` ({lesion set: ..., "healthy": ...}).
+
+    Returns:
+        The setting, its raw maps, its rows at ``cfg``'s smoothing (``choose_smoothing``'s) and the card's record.
+    """
+    student_cfg, net = student
+    with_student = dataclasses.replace(cfg, map_student=True)
+    record = {
+        "rule": f"after the smoothing, at it: a map student distilled at this setting, taken when it needs fewer "
+        f"passes, follows the paper-exact run at r >= {min_r} on the fidelity canvases and its tuning objective "
+        f"(normalization and threshold chosen again) is at most {margin} below the K-step map's",
+        "margin": margin,
+        "student": to_dict(student_cfg),
+        "taken": False,
+    }
+    sigmas = (cfg.smooth_sigma_px,)
+    if not student_fits(student_cfg, with_student):
+        return cfg, raw, choose_smoothing(raw, data, cfg, sigmas, max_fp)[1], {**record, "why_not": "distilled at "
+                                                                               "another setting"}  # fmt: skip
+    bundle.student, bundle.student_config = net, student_cfg
+    maps = {"decode": raw, "student": setting_maps(bundle, with_student, data, reporter)}
+    chosen, rows, summary = {}, {}, {}
+    for name, at in (("decode", cfg), ("student", with_student)):
+        chosen[name], rows[name] = choose_smoothing(maps[name], data, at, sigmas, max_fp)
+        summary[name] = {**rows[name][best_allowed(rows[name], max_fp)],
+                         "passes": Detector(bundle, chosen[name]).passes_per_slice,
+                         **fidelity(bundle, chosen[name], data, reporter)}  # fmt: skip
+    s, d = summary["student"], summary["decode"]
+    taken = bool(s["passes"] < d["passes"] and s["map_pearson"] >= min_r and s["dice"] >= d["dice"] - margin)
+    record.update(rows=summary, taken=taken)
+    pick = "student" if taken else "decode"
+    if not taken:
+        bundle.student, bundle.student_config = None, None
+    return chosen[pick], maps[pick], rows[pick], record
+
+
+def student_lines(record: dict | None) -> list[str]:
+    """The card's line on the map student (none for bundles from before it, or released without one)."""
+    if not record:
+        return []
+    if "rows" not in record:
+        return [f"- Map student: not taken ({record['why_not']}). Rule: {record['rule']}."]
+    s, d = record["rows"]["student"], record["rows"]["decode"]
+    c = record["student"]
+    verdict = "taken" if record["taken"] else "not taken"
+    return [f"- Map student: {verdict}. Rule: {record['rule']}. K = {c['steps']} decode + student "
+            f"({s['passes']} passes): r {s['map_pearson']:.3f}, tuning objective {s['dice']:.3f}; "
+            f"K = {c['replaces_steps']} decode ({d['passes']} passes): r {d['map_pearson']:.3f}, objective "
+            f"{d['dice']:.3f}. Distilled on the "
+            f"training half from K = {c['teacher_steps']} maps; at any other S or N the K-step decode runs."]
+
+
+def student_flag(record: dict | None) -> str:
+    """The reproduce command's ``--map-student`` (empty for bundles released without one)."""
+    return f"--map-student STUDENT_DIR --student-margin {record['margin']} " if record else ""
 
 
 def saliency_lines(record: dict | None) -> list[str]:
@@ -718,6 +810,7 @@ def card_markdown(card: dict) -> str:
         *peak_lines(card["operating_point_selection"].get("peak")),
         *steps_lines(card["operating_point_selection"].get("steps")),
         *saliency_lines(card["operating_point_selection"].get("saliency")),
+        *student_lines(card["operating_point_selection"].get("map_student")),
         *fidelity_lines(card["operating_point_selection"].get("fidelity")),
         f"- Grid searched: guidance {sorted({r['guidance'] for r in grid})}, "
         f"map {sorted({r['map_kind'] for r in grid})}, "
@@ -749,6 +842,7 @@ def card_markdown(card: dict) -> str:
         f"--steps {min(grid, key=lambda r: r['noise_level'])['steps']} "
         f"{fewer_steps_flag(card['operating_point_selection'].get('steps'))}"
         f"{saliency_flag(card['operating_point_selection'].get('saliency'))}"
+        f"{student_flag(card['operating_point_selection'].get('map_student'))}"
         f"{smooth_sigmas_flag(card['operating_point_selection'].get('smoothing'))}"
         f"--grid-power {op.get('grid_power', 1.0)} --guidance-step {op.get('guidance_step', 'paper')} "
         f"--scales {','.join(f'{s:g}' for s in sorted({r['scale'] for r in grid}) if s > 0)} "

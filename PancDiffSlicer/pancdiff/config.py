@@ -134,6 +134,10 @@ class DetectConfig:
             decode spreads thin. It is the backward of the confidence pass detection already makes,
             so it adds no network pass. The release sets w to the ratio of the two maps' healthy
             scales (``model_runs/20261128-saliency-baseline``); 0 = the guided map alone.
+        map_student: where the bundle carries a map student distilled at this very setting (its S, N,
+            guidance, map kind, saliency weight, and this K), decode with the student's few steps and
+            let one student pass correct the map (``pancdiff.map_student``); anywhere else, and when
+            False, the K-step decode.
     """
 
     scale: float = 7.0
@@ -155,6 +159,7 @@ class DetectConfig:
     grid_power: float = 1.0
     guidance_step: str = "paper"
     saliency_weight: float = 0.0
+    map_student: bool = False
 
     def __post_init__(self) -> None:
         if self.scale < 0:
@@ -204,7 +209,7 @@ class DetectConfig:
     def paper_exact(self) -> DetectConfig:
         """The reference run for this setting: K = N even steps, DDIM, Algorithm 1's guidance weight."""
         return dataclasses.replace(
-            self, steps=self.noise_level, solver="ddim", grid_power=1.0, guidance_step="paper"
+            self, steps=self.noise_level, solver="ddim", grid_power=1.0, guidance_step="paper", map_student=False
         )  # fmt: skip
 
     def at(self, noise_level: int, steps: int | None = None) -> DetectConfig:

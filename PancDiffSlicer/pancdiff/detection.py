@@ -19,6 +19,7 @@ from .config import DetectConfig, needs_unguided, to_dict
 from .device import resolve_device
 from .diffusion import alpha_bar_schedule, ddim_decode, ddim_encode, step_grid
 from .encoding_cache import module_sha256
+from .map_student import student_fits, student_map, student_setting
 from .networks import HEALTHY, TUMOR
 from .weights import ModelBundle
 
@@ -98,6 +99,10 @@ class Detector:
     """
 
     def __init__(self, bundle: ModelBundle, cfg: DetectConfig) -> None:
+        # where the bundle's map student fits the setting, decode with its few steps (``detect`` corrects the map)
+        self.student = bundle.student if student_fits(bundle.student_config, cfg) else None
+        if self.student is not None:
+            cfg = student_setting(bundle.student_config, cfg)
         self.bundle, self.cfg = bundle, cfg
         self.device = resolve_device(cfg.device)
         bundle.to(self.device)
@@ -107,6 +112,11 @@ class Detector:
             bundle.unet.to(memory_format=torch.channels_last)
         self.alpha_bar = alpha_bar_schedule(bundle.schedule).to(self.device, torch.float32)
         self.grid = step_grid(cfg.noise_level, cfg.steps, cfg.grid_power)
+
+    @property
+    def passes_per_slice(self) -> int:
+        """Network passes per slice of ``detect``: ``evaluations_per_slice`` of the decode, plus the student's."""
+        return evaluations_per_slice(self.cfg) + int(self.student is not None)
 
     # -- the two networks, as the diffusion maths sees them ------------------------------------
     def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -246,6 +256,10 @@ class Detector:
             x, valid, [cfg.scale], progress=progress, with_probability=True, latents=latents, zone=zone
         )
         anomaly, valid = grid["anomaly"][(cfg.guidance, cfg.map_kind, float(cfg.scale))], grid["valid"]
+        if self.student is not None:
+            arrays = {"x": np.asarray(x, np.float32), "valid": valid, "saliency": grid["saliency"], "map": anomaly,
+                      "zone": valid if zone is None else zone}  # fmt: skip
+            anomaly = student_map(self.student, self.bundle.student_config, arrays)
         if cfg.saliency_weight > 0:
             weighted = np.where(valid, cfg.saliency_weight * grid["saliency"], 0.0)
             anomaly = np.maximum(anomaly, weighted).astype(np.float32)
@@ -256,7 +270,7 @@ class Detector:
             normalized=normalized,
             candidates=normalized >= cfg.threshold,
             tumor_probability=grid["p"],
-            evaluations_per_slice=evaluations_per_slice(cfg) - (cfg.steps if latents is not None else 0),
+            evaluations_per_slice=self.passes_per_slice - (cfg.steps if latents is not None else 0),
             latents=grid["latents"],
             encode_seconds=grid["encode_s"],
         )

@@ -20,9 +20,11 @@ from torch import nn
 from .calibration import PlattScaling
 from .config import DetectConfig, NetworkConfig, PreprocessConfig, ScheduleConfig, from_dict, to_dict
 from .errors import WeightsError
+from .map_student import StudentConfig, build_student
 from .networks import NoisyClassifier, build_unet
 
 UNET_FILE, CLASSIFIER_FILE, CARD_FILE = "unet.safetensors", "classifier.safetensors", "model.json"
+STUDENT_FILE = "map_student.safetensors"  # optional: bundles from before the map student have none
 
 
 def bundled_model_dir() -> Path:
@@ -46,10 +48,14 @@ class ModelBundle:
     sha256: dict[str, str] = field(default_factory=dict)
     card: dict = field(default_factory=dict)
     calibration: PlattScaling = field(default_factory=PlattScaling)
+    student: nn.Module | None = None
+    student_config: StudentConfig | None = None
 
     def to(self, device: torch.device | str) -> ModelBundle:
         self.unet.to(device)
         self.classifier.to(device)
+        if self.student is not None:
+            self.student.to(device)
         return self
 
 
@@ -88,7 +94,8 @@ def save_state(module: nn.Module, path: str | Path, half: bool = False) -> str:
 
 
 def save_bundle(bundle: ModelBundle, out_dir: str | Path, card: dict | None = None, half: bool = False) -> Path:
-    """Write ``unet.safetensors``, ``classifier.safetensors`` and ``model.json`` into ``out_dir``."""
+    """Write ``unet.safetensors``, ``classifier.safetensors``, the map student where there is one, and
+    ``model.json`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hashes = {
@@ -96,6 +103,10 @@ def save_bundle(bundle: ModelBundle, out_dir: str | Path, card: dict | None = No
         CLASSIFIER_FILE: save_state(bundle.classifier, out / CLASSIFIER_FILE, half),
     }
     doc = dict(card or bundle.card)
+    doc.pop("map_student", None)
+    if bundle.student is not None:
+        hashes[STUDENT_FILE] = save_state(bundle.student, out / STUDENT_FILE, half)
+        doc["map_student"] = to_dict(bundle.student_config)
     doc.update(
         model_id=bundle.model_id,
         network=to_dict(bundle.network),
@@ -125,7 +136,8 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
     except json.JSONDecodeError as exc:
         raise WeightsError(f"{card_path}: not valid JSON ({exc.msg})") from None
     hashes = card.get("sha256", {})
-    for name in (UNET_FILE, CLASSIFIER_FILE):
+    student_config = from_dict(StudentConfig, card["map_student"]) if "map_student" in card else None
+    for name in (UNET_FILE, CLASSIFIER_FILE) + ((STUDENT_FILE,) if student_config else ()):
         path = root / name
         if not path.is_file():
             raise WeightsError(f"{path}: weight file missing; restore it from the repository or retrain")
@@ -139,6 +151,11 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
     unet, classifier = build_unet(network), NoisyClassifier(network)
     load_weights_into(unet, root / UNET_FILE)
     load_weights_into(classifier, root / CLASSIFIER_FILE)
+    student = None
+    if student_config is not None:
+        student = build_student(student_config)
+        load_weights_into(student, root / STUDENT_FILE)
+        student.eval()
     return ModelBundle(
         unet=unet.eval(),
         classifier=classifier.eval(),
@@ -150,6 +167,8 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
         sha256=hashes,
         card=card,
         calibration=from_dict(PlattScaling, card.get("confidence_calibration", {})),
+        student=student,
+        student_config=student_config,
     ).to(device)
 
 

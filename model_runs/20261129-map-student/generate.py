@@ -41,8 +41,11 @@ def maps_at(bundle, steps: int, x, valid, zone) -> dict:
     """Raw guidance map and the confidence pass's saliency at the shipped S and N with K = ``steps``."""
     cfg = dataclasses.replace(bundle.operating_point, steps=steps)
     grid = Detector(bundle, cfg).map_grid(x, valid, [cfg.scale], with_probability=True, zone=zone)
-    return {"map": grid["anomaly"][(cfg.guidance, cfg.map_kind, float(cfg.scale))], "saliency": grid["saliency"],
-            "p": grid["p"]}  # fmt: skip
+    return {
+        "map": grid["anomaly"][(cfg.guidance, cfg.map_kind, float(cfg.scale))],
+        "saliency": grid["saliency"],
+        "p": grid["p"],
+    }
 
 
 def main() -> None:
@@ -51,8 +54,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(None, "cpu")
     c = training_canvases(bundle)
-    print(f"{len(c['x'])} canvases ({(c['group'] == 'simulated').sum()} simulated), {len(set(c['case']))} cases",
-          flush=True)  # fmt: skip
+    print(
+        f"{len(c['x'])} canvases ({(c['group'] == 'simulated').sum()} simulated), {len(set(c['case']))} cases",
+        flush=True,
+    )
     starts = list(range(0, len(c["x"]), PART))
     for start in reversed(starts) if os.environ.get("REVERSE") else starts:  # a second process from the end
         path = out / f"part_{start // PART:03d}.npz"
@@ -64,9 +69,17 @@ def main() -> None:
         teacher = maps_at(bundle, TEACHER_STEPS, c["x"][sl], c["valid"][sl], c["zone"][sl])
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(
-            tmp, x=c["x"][sl], valid=c["valid"][sl], zone=c["zone"][sl], case=c["case"][sl], group=c["group"][sl],
-            saliency=fast["saliency"], p=fast["p"], map2=fast["map"], map10=teacher["map"],
-        )  # fmt: skip
+            tmp,
+            x=c["x"][sl],
+            valid=c["valid"][sl],
+            zone=c["zone"][sl],
+            case=c["case"][sl],
+            group=c["group"][sl],
+            saliency=fast["saliency"],
+            p=fast["p"],
+            map2=fast["map"],
+            map10=teacher["map"],
+        )
         tmp.rename(path)
         print(f"{path.name}: {time.time() - t0:.0f} s", flush=True)
 
