@@ -90,6 +90,8 @@ def run_benchmark(
             "grid_power_fast": fast.grid_power,
             "guidance_step_fast": fast.guidance_step,
             "map_kind": fast.map_kind,
+            "map_student": Detector(bundle, fast).student is not None,
+            "steps_student": Detector(bundle, fast).cfg.steps,
         },
         "evals_per_slice_reference": ref_evals,
         "evals_per_slice_fast": fast_evals,
@@ -161,12 +163,14 @@ def agreement_by_map_kind(
 
 def table(result: dict) -> str:
     """The figures as a small text table for the terminal."""
+    settings = result["settings"]
+    student = f" (K={settings['steps_student']} + student)" if settings.get("map_student") else ""
     lines = [
         f"device {result['device']} ({result['device_name']}), {result['slices']} slices, model {result['model_id']}",
-        f"{'run':<22}{'passes/slice':>14}{'s/slice':>10}",
-        f"{'paper-exact K=' + str(result['settings']['steps_reference']):<22}"
+        f"{'run':<30}{'passes/slice':>14}{'s/slice':>10}",
+        f"{'paper-exact K=' + str(result['settings']['steps_reference']):<30}"
         f"{result['evals_per_slice_reference']:>14}{result['seconds_per_slice_reference']:>10.3f}",
-        f"{'fast K=' + str(result['settings']['steps_fast']):<22}"
+        f"{'fast K=' + str(settings['steps_fast']) + student:<30}"
         f"{result['evals_per_slice_fast']:>14}{result['seconds_per_slice_fast']:>10.3f}",
         f"fast grid power {result['settings'].get('grid_power_fast', 1.0)}, "
         f"{result['settings'].get('guidance_step_fast', 'paper')} guidance step; paper-exact: even grid, Algorithm 1",

@@ -256,7 +256,7 @@ def render_demo_comparison(
     title = (
         f"PancDiff demo: the sample CT as is vs with a simulated lesion ({lesion.delta_hu:+g} HU, "
         f"~{lesion.radii_mm[1]:g} mm radius)\nmodel {summary['model'].get('model_id')}   S={cfg.scale:g}  "
-        f"N={cfg.noise_level}  K={cfg.steps}  threshold={cfg.threshold:g}\n"
+        f"N={cfg.noise_level}  K={cfg.steps}{' (map student)' if b.map_student else ''}  threshold={cfg.threshold:g}\n"
         f"{confidence_note(b.overall_confidence, summary['model'], domain)}"
     )
     return render_comparison(

@@ -1,7 +1,7 @@
 """The student code moved into the engine gives the maps and training steps of the code that ran.
 
     python model_runs/20261129-map-student/check_moved.py GEN_DIR STUDENT_DIR /tmp/old_student.py
-(the old file: ``git show 0000000:model_runs/20261129-map-student/student.py``, the commit of the run).
+(the old file: ``git show 34fc3c6:model_runs/20261129-map-student/student.py``, the commit of the run).
 """
 
 import importlib.util

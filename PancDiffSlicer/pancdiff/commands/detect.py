@@ -72,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="DDIM steps K <= N (default: the model's step size, e.g. 4 per 50 noise levels; K = N: paper-exact)",
     )  # fmt: skip
     g.add_argument("--threshold", type=_fraction, metavar="T", help="candidate threshold on the normalized map")
+    g.add_argument(
+        "--no-map-student", action="store_true",
+        help="decode with K steps even where the model's map student fits the setting (it stands in for the "
+        "decode only at the model's own S, N and K)",
+    )  # fmt: skip
     g.add_argument("--batch-size", type=_int_in(1, 100000), metavar="B", help="slices per batch (default: by memory)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="torch device (default: auto)")
     g.add_argument(
@@ -178,6 +183,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
         "pancreas_margin_mm": getattr(args, "pancreas_margin", None),
         "min_anomaly": getattr(args, "min_anomaly", None),
         "edge_mm": getattr(args, "edge", None),
+        "map_student": False if getattr(args, "no_map_student", False) else None,
     }
 
 
