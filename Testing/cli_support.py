@@ -88,6 +88,16 @@ def synthetic_ct(shape_zyx: tuple[int, int, int] = (7, 44, 48), seed: int = 0) -
     return np.rint(hu).astype(np.int16), pancreas
 
 
+def synthetic_volume(seed: int = 0):
+    """``synthetic_ct`` as a read CT (``pancdiff.ctio.CTVolume``, 1.3 x 1.1 x 2.5 mm) and its pancreas mask."""
+    from pancdiff.ctio import CTVolume
+
+    hu, pancreas = synthetic_ct(seed=seed)
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing((1.3, 1.1, 2.5))
+    return CTVolume(image, hu, Path("synthetic")), pancreas
+
+
 def write_case(folder: Path, name: str = "ct", seed: int = 0) -> tuple[Path, Path]:
     """Write ``<name>.nii.gz`` and ``<name>_pancreas.nii.gz``; returns both paths."""
     folder.mkdir(parents=True, exist_ok=True)

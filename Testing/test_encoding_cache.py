@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
-from cli_support import FAST, pancdiff, synthetic_ct, write_case
+from cli_support import FAST, pancdiff, synthetic_volume, write_case
 from pancdiff.config import DetectConfig
-from pancdiff.ctio import CTVolume
 from pancdiff.detection import Detector
 from pancdiff.encoding_cache import EncodingCache, encoding_key
 from pancdiff.pipeline import detect_volume
@@ -39,10 +36,7 @@ class _Notes(Reporter):
 @pytest.fixture(scope="module")
 def case():
     torch.set_num_threads(1)
-    hu, pancreas = synthetic_ct()
-    image = sitk.GetImageFromArray(hu)
-    image.SetSpacing((1.3, 1.1, 2.5))
-    return CTVolume(image, hu, Path("synthetic")), pancreas
+    return synthetic_volume()
 
 
 def _run(case, cache, seed: int = 0, reporter: Reporter | None = None, **overrides):

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
-from cli_support import synthetic_ct
-from pancdiff.ctio import CTVolume
+from cli_support import synthetic_volume
 from pancdiff.input_domain import canvas_fine_texture_hu, check, fine_texture_hu, training_range
 from pancdiff.pipeline import confidence_note, detect_volume, model_info, write_results
 from pancdiff.weights import init_bundle
@@ -65,10 +63,7 @@ def test_the_range_and_the_check():
 
 def test_a_ct_outside_the_cards_range_is_flagged_in_every_output(tmp_path):
     torch.set_num_threads(1)
-    hu, pancreas = synthetic_ct()
-    image = sitk.GetImageFromArray(hu)
-    image.SetSpacing((1.3, 1.1, 2.5))
-    ct = CTVolume(image, hu, Path("synthetic"))
+    ct, pancreas = synthetic_volume()
     bundle = init_bundle(seed=0)
     settings = {"steps": 2, "noise_level": 20, "device": "cpu"}
     det = detect_volume(ct, pancreas, bundle, settings)

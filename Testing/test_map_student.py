@@ -165,16 +165,11 @@ def test_the_command_line_can_refuse_the_student():
 
 def test_a_ct_outside_the_input_domain_gets_the_k_step_decode():
     """The student learned from in-domain crops only; the pipeline does not let it stand in elsewhere."""
-    import SimpleITK as sitk
-    from cli_support import synthetic_ct
-    from pancdiff.ctio import CTVolume
+    from cli_support import synthetic_volume
     from pancdiff.pipeline import detect_volume
 
     torch.set_num_threads(1)
-    hu, pancreas = synthetic_ct()
-    image = sitk.GetImageFromArray(hu)
-    image.SetSpacing((1.3, 1.1, 2.5))
-    ct = CTVolume(image, hu, Path("synthetic"))
+    ct, pancreas = synthetic_volume()
     bundle = init_bundle(seed=0)
     op = dataclasses.replace(CFG, noise_level=20, map_student=True)
     bundle.operating_point, bundle.student_config = op, _student(op)
