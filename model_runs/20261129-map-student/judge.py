@@ -1,6 +1,6 @@
 """Judge the map students by rule.md on the tuning half (test half untouched).
 
-    python model_runs/20261129-map-student/judge.py STUDENT_DIR   # → stdout, judge.json
+    python model_runs/20261129-map-student/judge.py STUDENT_DIR [NAME]   # → stdout, NAME.json (default judge)
 
 Candidates: the shipped K = 4 (control), plain K = 2, the K = 10 teacher, students A and B; each map is
 max(guided part, w · saliency) as the shipped setting makes it. Quality: the release's rule at the
@@ -126,7 +126,9 @@ def main() -> None:
     ]
     taken = min(taken, key=lambda n: record[n]["passes"]) if taken else None
     print(f"\ntaken by the rule: {taken}")
-    (HERE / "judge.json").write_text(json.dumps({"record": record, "taken": taken}, indent=1) + "\n", encoding="utf-8")
+    name = sys.argv[2] if len(sys.argv) > 2 else "judge"
+    record_json = json.dumps({"record": record, "taken": taken}, indent=1) + "\n"
+    (HERE / f"{name}.json").write_text(record_json, encoding="utf-8")
 
 
 if __name__ == "__main__":
