@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,11 @@ def test_a_bundle_keeps_its_student_and_refuses_a_swapped_one(tmp_path):
         load_bundle(out)
     (out / STUDENT_FILE).unlink()
     with pytest.raises(WeightsError, match="weight file missing"):
+        load_bundle(out)
+    card = json.loads((out / "model.json").read_text(encoding="utf-8"))
+    card["map_student"]["inputs"] = ["x", "texture"]
+    (out / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    with pytest.raises(WeightsError, match="map_student section is not a valid student"):
         load_bundle(out)
 
 

@@ -136,7 +136,10 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
     except json.JSONDecodeError as exc:
         raise WeightsError(f"{card_path}: not valid JSON ({exc.msg})") from None
     hashes = card.get("sha256", {})
-    student_config = from_dict(StudentConfig, card["map_student"]) if "map_student" in card else None
+    try:
+        student_config = from_dict(StudentConfig, card["map_student"]) if "map_student" in card else None
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"{card_path}: its map_student section is not a valid student ({exc})") from None
     for name in (UNET_FILE, CLASSIFIER_FILE) + ((STUDENT_FILE,) if student_config else ()):
         path = root / name
         if not path.is_file():
