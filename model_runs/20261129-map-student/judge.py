@@ -38,7 +38,8 @@ PASSES = {
 def parts(bundle, steps: int, x, valid, zone) -> dict:
     """Guided raw map, saliency, support at K = ``steps`` (K = N with the paper's weight: ``paper_exact``)."""
     op = bundle.operating_point
-    cfg = op.paper_exact() if steps == op.noise_level else dataclasses.replace(op, steps=steps)
+    # map_student=False: under a bundle that carries a student, K = 4 would otherwise decode at the student's K
+    cfg = op.paper_exact() if steps == op.noise_level else dataclasses.replace(op, steps=steps, map_student=False)
     grid = Detector(bundle, cfg).map_grid(x, valid, [cfg.scale], with_probability=True, zone=zone)
     return {
         "map": grid["anomaly"][(cfg.guidance, cfg.map_kind, float(cfg.scale))],
