@@ -190,3 +190,19 @@ def test_a_ct_outside_the_input_domain_gets_the_k_step_decode():
     assert outside.evaluations_per_slice == evaluations_per_slice(op)
     bundle.card = {"input_domain": {"fine_texture_hu": [0.0, far]}}
     assert detect_volume(ct, pancreas, bundle).map_student
+
+
+def test_a_map_grid_is_always_the_k_step_decode():
+    """A student fits one S: an evaluation grid over S (which ``raw_map_grid`` decodes from one latent)
+    never takes it, even when its base setting is the student's own."""
+    from pancdiff.evaluate import raw_map_grid
+
+    rng = np.random.default_rng(2)
+    x = rng.random((2, 16, 16), dtype=np.float32)
+    valid = np.ones_like(x, bool)
+    on = dataclasses.replace(CFG, map_student=True)
+    with_student = raw_map_grid(_bundle_with_student(), on, x, valid, (0.0, 2.0), zone=valid)
+    without = raw_map_grid(init_bundle(seed=0, network=TINY_NETWORK), CFG, x, valid, (0.0, 2.0), zone=valid)
+    assert with_student.keys() == without.keys()
+    for key in without:
+        np.testing.assert_array_equal(with_student[key], without[key])

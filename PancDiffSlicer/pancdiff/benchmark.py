@@ -105,7 +105,8 @@ def run_benchmark(
         rows = []
         for solver in solvers:
             for steps in sweep:
-                cfg = dataclasses.replace(fast, steps=min(steps, fast.noise_level), solver=solver)
+                # the sweep is the solver's: K steps, never the map student
+                cfg = dataclasses.replace(fast, steps=min(steps, fast.noise_level), solver=solver, map_student=False)
                 maps, seconds, evals = timed_detect(bundle, cfg, x, valid, reporter, f"{solver} K={cfg.steps}", zone)
                 rows.append(
                     {

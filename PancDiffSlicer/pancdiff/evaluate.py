@@ -418,7 +418,9 @@ def raw_map_grid(
     zone: np.ndarray | None = None,
 ) -> dict:
     """Raw anomaly maps for every (guidance, map kind, S) at one N, from one encoding per slice
-    (``Detector.map_grid``). Returns {(guidance, map_kind, S): (B, S, S)}."""
+    (``Detector.map_grid``), always by ``base``'s K-step decode: a map student fits one S and
+    never stands in for a grid. Returns {(guidance, map_kind, S): (B, S, S)}."""
+    base = dataclasses.replace(base, map_student=False)
     with StepProgress(reporter, f"maps {label} N={base.noise_level}".strip()) as progress:
         grid = Detector(bundle, base).map_grid(x, valid, scales, tuple(guidances), MAP_KINDS, progress, zone=zone)
     return grid["anomaly"]
