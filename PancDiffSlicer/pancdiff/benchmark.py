@@ -74,8 +74,9 @@ def run_benchmark(
     )
     fast_maps, fast_s, fast_evals = timed_detect(bundle, fast, x, valid, reporter, f"fast K={fast.steps}", zone)
     n = len(x)
+    fast_detector = Detector(bundle, fast)  # what the fast run was: its device, and whether the student stood in
     result = {
-        "device": str(Detector(bundle, fast).device),
+        "device": str(fast_detector.device),
         "device_name": _device_name(fast.device),
         "torch_threads": torch.get_num_threads(),
         "model_id": bundle.model_id,
@@ -90,8 +91,8 @@ def run_benchmark(
             "grid_power_fast": fast.grid_power,
             "guidance_step_fast": fast.guidance_step,
             "map_kind": fast.map_kind,
-            "map_student": Detector(bundle, fast).student is not None,
-            "steps_student": Detector(bundle, fast).cfg.steps,
+            "map_student": fast_detector.student is not None,
+            "steps_student": fast_detector.cfg.steps,
         },
         "evals_per_slice_reference": ref_evals,
         "evals_per_slice_fast": fast_evals,
