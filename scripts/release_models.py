@@ -57,11 +57,12 @@ from pancdiff.evaluate import (
     threshold_rows,
 )
 from pancdiff.input_domain import training_range
+from pancdiff.lesion_head import LesionHeadConfig, build_head, head_fits
 from pancdiff.map_student import StudentConfig, build_student, student_fits
 from pancdiff.networks import NoisyClassifier, build_unet
-from pancdiff.progress import Reporter
+from pancdiff.progress import Reporter, StepProgress
 from pancdiff.train import TrainConfig, classifier_probabilities, config_from_json, real_slots
-from pancdiff.weights import STUDENT_FILE, ModelBundle, load_bundle, load_weights_into, save_bundle
+from pancdiff.weights import HEAD_FILE, STUDENT_FILE, ModelBundle, load_bundle, load_weights_into, save_bundle
 
 CLASSIFIER_FIELDS = ("classifier_channels", "classifier_attention_levels", "classifier_pooling", "classifier_zone")
 
@@ -201,6 +202,12 @@ def main() -> int:
         "map follows the paper-exact run at r >= --min-fidelity with a tuning objective within --student-margin",
     )  # fmt: skip
     p.add_argument("--student-margin", type=float, default=0.01, help="the objective a map student may cost")
+    p.add_argument(
+        "--lesion-head", type=Path, default=None,
+        help="a lesion head folder (lesion_head.json, lesion_head.safetensors): after the map student, averaged "
+        "into the heatmap when that raises the tuning objective by --head-margin without lowering real-tumor Dice",
+    )  # fmt: skip
+    p.add_argument("--head-margin", type=float, default=0.02, help="the objective a lesion head must add")
     p.add_argument("--scales", default="5,20,50")
     p.add_argument("--noises", default="100,200")
     p.add_argument("--guidances", default="noisy,x0")
@@ -300,6 +307,12 @@ def main() -> int:
         chosen, tune_maps, chosen_rows, student_record = choose_student(
             bundle, chosen, tune, tune_maps, load_student_folder(args.map_student), args.min_fidelity,
             args.student_margin, args.max_fp, reporter,
+        )  # fmt: skip
+    head_record = None
+    if args.lesion_head:
+        chosen, tune_maps, chosen_rows, head_record = choose_head(
+            bundle, chosen, tune, tune_maps, chosen_rows, load_head_folder(args.lesion_head),
+            [float(s) for s in args.smooth_sigmas.split(",")], args.head_margin, args.max_fp, reporter,
         )  # fmt: skip
     chosen_row = {
         "guidance": chosen.guidance, "map_kind": chosen.map_kind, "scale": chosen.scale,
@@ -415,6 +428,7 @@ def main() -> int:
             **({"steps": steps_record} if steps_record else {}),
             **({"saliency": saliency_record} if saliency_record else {}),
             **({"map_student": student_record} if student_record else {}),
+            **({"lesion_head": head_record} if head_record else {}),
         },
         "release_gate": gate_record,
         "looked_at": args.looked_at,
@@ -476,8 +490,9 @@ def fidelity(bundle: ModelBundle, cfg: DetectConfig, data, reporter: Reporter) -
     steps (``model_runs/20261126-fast-default-at-s10``)."""
     x, valid, zone = fidelity_canvases(data)
     result = run_benchmark(bundle, x, valid, cfg, reporter=reporter, zone=zone)
-    keys = ("slices", "map_pearson", "map_dice", "evals_per_slice_fast", "evals_per_slice_reference", "speedup_evals")
-    return {k: result[k] for k in keys}
+    keys = ("slices", "map_pearson", "map_dice", "evals_per_slice_fast", "evals_per_slice_reference", "speedup_evals",
+            "map_pearson_guided", "map_dice_guided")  # fmt: skip
+    return {k: result[k] for k in keys if k in result}
 
 
 def choose_steps(
@@ -621,6 +636,100 @@ def choose_student(
     return chosen[pick], maps[pick], rows[pick], record
 
 
+def load_head_folder(folder: Path) -> tuple[LesionHeadConfig, torch.nn.Module]:
+    """A lesion head: its config (``lesion_head.json``) and weights (``lesion_head.safetensors``)."""
+    if not (folder / "lesion_head.json").is_file():
+        raise SystemExit(f"{folder}: no lesion_head.json")
+    cfg = from_dict(LesionHeadConfig, json.loads((folder / "lesion_head.json").read_text(encoding="utf-8")))
+    net = build_head(cfg)
+    load_weights_into(net, folder / HEAD_FILE)
+    return cfg, net.eval()
+
+
+def head_parts(bundle: ModelBundle, cfg: DetectConfig, data, reporter: Reporter) -> dict:
+    """{set: (guided map, head probability)} of ``data`` under ``cfg``, the bundle's head at unit scales."""
+    out = {}
+    sets = {name: (les.x, les.valid, les.zone) for name, les in data.lesions.items()}
+    sets["healthy"] = (data.x[data.healthy], data.valid[data.healthy], data.zone[data.healthy])
+    for name, (x, valid, zone) in sets.items():
+        with StepProgress(reporter, f"detect {name} (lesion head)") as progress:
+            result = Detector(bundle, cfg).detect(x, valid, progress, zone=zone)
+        out[name] = (result.guided, 2 * result.anomaly - result.guided)  # the combined map at unit scales: the mean
+    return out
+
+
+def choose_head(
+    bundle: ModelBundle, cfg: DetectConfig, data, raw: dict, rows: list[dict], head, sigmas, margin: float,
+    max_fp: float, reporter: Reporter,
+) -> tuple[DetectConfig, dict, list[dict], dict]:
+    """After the map student: whether a lesion head is averaged into the heatmap
+    (``model_runs/20261130-lesion-head``). The guided map and the head's probability are each divided by
+    their healthy calibration (0.995 quantile, tuning healthy zone, 1 px) and averaged; smoothing,
+    normalization and threshold are chosen again over ``sigmas``. Taken when the tuning objective rises by
+    at least ``margin`` and real-tumor Dice does not fall. Taken, the bundle carries the head with its units
+    and the gain that puts the guided map alone (where the head does not run) in the heatmap's units.
+
+    Args:
+        raw, rows: the student's (or K-step) raw maps of ``data`` under ``cfg`` and their rows.
+
+    Returns:
+        The setting, its raw maps, its rows and the card's record.
+    """
+    head_cfg, net = head
+    record = {
+        "rule": f"after the map student: the mean of the guided map and a lesion head's probability, each divided "
+        f"by its healthy calibration, with smoothing, normalization and threshold chosen again; taken when the "
+        f"tuning objective rises by at least {margin} and real-tumor Dice does not fall",
+        "margin": margin,
+        "head": to_dict(head_cfg),
+        "taken": False,
+    }
+    if not head_fits(head_cfg, bundle.student_config, cfg):
+        return cfg, raw, rows, {**record, "why_not": "trained at another setting, or the map student is not taken"}
+    unit = dataclasses.replace(head_cfg, guided_unit=1.0, head_unit=1.0, fallback_gain=1.0)
+    bundle.head, bundle.head_config = net, unit
+    parts = head_parts(bundle, cfg, data, reporter)
+    h_zone = data.zone[data.healthy]
+    g_unit = calibrate_map_scale(parts["healthy"][0], h_zone, 1.0)
+    p_unit = calibrate_map_scale(parts["healthy"][1], h_zone, 1.0)
+    combined = {name: ((g / g_unit + p / p_unit) / 2).astype(np.float32) for name, (g, p) in parts.items()}
+    with_head, head_rows = choose_smoothing(combined, data, cfg, sigmas, max_fp)
+    summary = {"guided": rows[best_allowed(rows, max_fp)], "with head": head_rows[best_allowed(head_rows, max_fp)]}
+    g, w = summary["guided"], summary["with head"]
+    taken = bool(w["dice"] >= g["dice"] + margin and w.get("dice_real", 0.0) >= g.get("dice_real", 0.0))
+    # where the head does not run, the guided map alone: calibrated at the chosen smoothing as the heatmap is
+    alone = calibrate_map_scale(parts["healthy"][0] / g_unit, h_zone, with_head.smooth_sigma_px)
+    gain = with_head.map_scale / alone
+    record.update(rows=summary, taken=taken, guided_unit=g_unit, head_unit=p_unit, fallback_gain=gain)
+    if not taken:
+        bundle.head, bundle.head_config = None, None
+        return cfg, raw, rows, record
+    bundle.head_config = dataclasses.replace(head_cfg, guided_unit=g_unit, head_unit=p_unit, fallback_gain=gain)
+    record["head"] = to_dict(bundle.head_config)
+    return with_head, combined, head_rows, record
+
+
+def head_lines(record: dict | None) -> list[str]:
+    """The card's line on the lesion head (none for bundles released without one)."""
+    if not record:
+        return []
+    if "rows" not in record:
+        return [f"- Lesion head: not taken ({record['why_not']}). Rule: {record['rule']}."]
+    g, w = record["rows"]["guided"], record["rows"]["with head"]
+    verdict = "taken" if record["taken"] else "not taken"
+    return [f"- Lesion head: {verdict}. Rule: {record['rule']}. Tuning objective {g['dice']:.3f} (real "
+            f"{g.get('dice_real', float('nan')):.3f}, simulated {g.get('dice_simulated', float('nan')):.3f}) "
+            f"without it, {w['dice']:.3f} (real {w.get('dice_real', float('nan')):.3f}, simulated "
+            f"{w.get('dice_simulated', float('nan')):.3f}) with it. Trained on simulated lesions of the training "
+            f"half only (no real outline); one more network pass; at any other S or N, and outside the input "
+            f"domain, the heatmap is the guided map alone."]  # fmt: skip
+
+
+def head_flag(record: dict | None) -> str:
+    """The reproduce command's ``--lesion-head`` (empty for bundles released without one)."""
+    return f"--lesion-head HEAD_DIR --head-margin {record['margin']} " if record else ""
+
+
 def student_lines(record: dict | None) -> list[str]:
     """The card's line on the map student (none for bundles from before it, or released without one)."""
     if not record:
@@ -683,6 +792,12 @@ def fidelity_lines(record: dict | None) -> list[str]:
         f"{record['slices']} tuning lesion canvases: r {record['map_pearson']:.3f}, Dice of the thresholded maps "
         f"{record['map_dice']:.3f}; {record['evals_per_slice_fast']} network passes per slice against "
         f"{record['evals_per_slice_reference']} ({record['speedup_evals']:.1f}x fewer)."
+        + (
+            f" Its diffusion part alone (the heatmap without the lesion head): r {record['map_pearson_guided']:.3f}, "
+            f"Dice {record['map_dice_guided']:.3f}."
+            if "map_pearson_guided" in record
+            else ""
+        )
     ]
 
 
@@ -811,6 +926,7 @@ def card_markdown(card: dict) -> str:
         *steps_lines(card["operating_point_selection"].get("steps")),
         *saliency_lines(card["operating_point_selection"].get("saliency")),
         *student_lines(card["operating_point_selection"].get("map_student")),
+        *head_lines(card["operating_point_selection"].get("lesion_head")),
         *fidelity_lines(card["operating_point_selection"].get("fidelity")),
         f"- Grid searched: guidance {sorted({r['guidance'] for r in grid})}, "
         f"map {sorted({r['map_kind'] for r in grid})}, "
@@ -843,6 +959,7 @@ def card_markdown(card: dict) -> str:
         f"{fewer_steps_flag(card['operating_point_selection'].get('steps'))}"
         f"{saliency_flag(card['operating_point_selection'].get('saliency'))}"
         f"{student_flag(card['operating_point_selection'].get('map_student'))}"
+        f"{head_flag(card['operating_point_selection'].get('lesion_head'))}"
         f"{smooth_sigmas_flag(card['operating_point_selection'].get('smoothing'))}"
         f"--grid-power {op.get('grid_power', 1.0)} --guidance-step {op.get('guidance_step', 'paper')} "
         f"--scales {','.join(f'{s:g}' for s in sorted({r['scale'] for r in grid}) if s > 0)} "

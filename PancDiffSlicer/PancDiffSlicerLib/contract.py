@@ -28,7 +28,8 @@ FAST_NOISE = 50
 """The bundled model's K at its N (its card): "fast" keeps that step size at any N
 (K = ceil(FAST_STEPS N / FAST_NOISE), as the engine does when only N is given); "paper-exact" uses K = N.
 At exactly the card's S and N, on a CT inside its input domain, the engine's map student stands in for
-these K steps (2 steps and one student pass; ``pancdiff.map_student``)."""
+these K steps (2 steps and one student pass; ``pancdiff.map_student``), and its lesion head, trained on
+simulated lesions, is averaged into the heatmap (one more pass; ``pancdiff.lesion_head``)."""
 
 
 class PancreasSource(enum.Enum):
@@ -71,7 +72,8 @@ class Quality(enum.Enum):
 
     def label(self) -> str:
         return {
-            Quality.FAST: f"Fast ({FAST_STEPS} steps per {FAST_NOISE} noise levels; the map student at the defaults)",
+            Quality.FAST: f"Fast ({FAST_STEPS} steps per {FAST_NOISE} noise levels; map student and lesion head at "
+            "the defaults)",
             Quality.PAPER_EXACT: "Paper-exact (K = N steps)",
         }[self]
 

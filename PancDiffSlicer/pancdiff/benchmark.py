@@ -32,14 +32,16 @@ def timed_detect(
     reporter: Reporter = QUIET,
     label: str = "",
     zone: np.ndarray | None = None,
-) -> tuple[np.ndarray, float, int]:
-    """(normalized maps, wall seconds, network passes per slice) for one setting."""
+) -> tuple[np.ndarray, float, int, np.ndarray | None]:
+    """(normalized maps, wall seconds, network passes per slice, the normalized guided part where a lesion
+    head was averaged into the maps, else None) for one setting."""
     detector = Detector(bundle, cfg)
     with StepProgress(reporter, label or f"K={cfg.steps}") as progress:
         start = time.perf_counter()
         result = detector.detect(x, valid, progress, zone=zone)
         seconds = time.perf_counter() - start
-    return result.normalized, seconds, result.evaluations_per_slice
+    guided = normalize_maps(result.guided, valid, detector.cfg) if detector.head is not None else None
+    return result.normalized, seconds, result.evaluations_per_slice, guided
 
 
 def compare_maps(reference: np.ndarray, fast: np.ndarray, valid: np.ndarray, threshold: float) -> dict:
@@ -69,10 +71,12 @@ def run_benchmark(
     (B, S, S) the slices' pancreas zones, for a zone-pooled classifier.
     """
     reference = fast.paper_exact()
-    ref_maps, ref_s, ref_evals = timed_detect(
+    ref_maps, ref_s, ref_evals, _ = timed_detect(
         bundle, reference, x, valid, reporter, f"paper-exact K={reference.steps}", zone
     )
-    fast_maps, fast_s, fast_evals = timed_detect(bundle, fast, x, valid, reporter, f"fast K={fast.steps}", zone)
+    fast_maps, fast_s, fast_evals, fast_guided = timed_detect(
+        bundle, fast, x, valid, reporter, f"fast K={fast.steps}", zone
+    )
     n = len(x)
     fast_detector = Detector(bundle, fast)  # what the fast run was: its device, and whether the student stood in
     result = {
@@ -93,6 +97,7 @@ def run_benchmark(
             "map_kind": fast.map_kind,
             "map_student": fast_detector.student is not None,
             "steps_student": fast_detector.cfg.steps,
+            "lesion_head": fast_detector.head is not None,
         },
         "evals_per_slice_reference": ref_evals,
         "evals_per_slice_fast": fast_evals,
@@ -102,13 +107,16 @@ def run_benchmark(
         "speedup_wall": ref_s / fast_s,
         **compare_maps(ref_maps, fast_maps, valid, fast.threshold),
     }
+    if fast_guided is not None:  # the diffusion's part of the heatmap, without the head averaged in
+        guided = compare_maps(ref_maps, fast_guided, valid, fast.threshold)
+        result.update(map_pearson_guided=guided["map_pearson"], map_dice_guided=guided["map_dice"])
     if sweep:
         rows = []
         for solver in solvers:
             for steps in sweep:
                 # the sweep is the solver's: K steps, never the map student
                 cfg = dataclasses.replace(fast, steps=min(steps, fast.noise_level), solver=solver, map_student=False)
-                maps, seconds, evals = timed_detect(bundle, cfg, x, valid, reporter, f"{solver} K={cfg.steps}", zone)
+                maps, seconds, evals, _ = timed_detect(bundle, cfg, x, valid, reporter, f"{solver} K={cfg.steps}", zone)
                 rows.append(
                     {
                         "solver": solver,
@@ -167,6 +175,7 @@ def table(result: dict) -> str:
     """The figures as a small text table for the terminal."""
     settings = result["settings"]
     student = f" (K={settings['steps_student']} + student)" if settings.get("map_student") else ""
+    student += " + lesion head" if settings.get("lesion_head") else ""
     lines = [
         f"device {result['device']} ({result['device_name']}), {result['slices']} slices, model {result['model_id']}",
         f"{'run':<30}{'passes/slice':>14}{'s/slice':>10}",
@@ -179,6 +188,11 @@ def table(result: dict) -> str:
         f"speedup: {result['speedup_evals']:.1f}x fewer passes, {result['speedup_wall']:.1f}x less wall time",
         f"map agreement: Pearson r = {result['map_pearson']:.3f}, Dice = {result['map_dice']:.3f}",
     ]
+    if "map_pearson_guided" in result:
+        lines.append(
+            f"  its diffusion part (without the lesion head): r = {result['map_pearson_guided']:.3f}, "
+            f"Dice = {result['map_dice_guided']:.3f}"
+        )
     for row in result.get("sweep", []):
         lines.append(
             f"  {row.get('solver', 'ddim'):<6} K={row['steps']:<4} passes {row['evals_per_slice']:>4}  "

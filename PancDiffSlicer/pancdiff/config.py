@@ -136,8 +136,9 @@ class DetectConfig:
             scales (``model_runs/20261128-saliency-baseline``); 0 = the guided map alone.
         map_student: where the bundle carries a map student distilled at this very setting (its S, N,
             guidance, map kind, saliency weight, and this K), decode with the student's few steps and
-            let one student pass correct the map (``pancdiff.map_student``); anywhere else, and when
-            False, the K-step decode.
+            let one student pass correct the map (``pancdiff.map_student``); where the bundle also
+            carries a lesion head trained there, average its calibrated probability into the heatmap
+            (``pancdiff.lesion_head``); anywhere else, and when False, the K-step decode alone.
     """
 
     scale: float = 7.0

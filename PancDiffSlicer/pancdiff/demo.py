@@ -220,7 +220,7 @@ def render_demo_comparison(
     Same slices (the lesion's largest section and its neighbours), same colour scale, the lesion and
     the pancreas outlined on both: where the models find the lesion, it shows as a difference here.
     """
-    from .pipeline import _ijk_to_view, confidence_note, slice_position_mm, slice_strip
+    from .pipeline import _ijk_to_view, confidence_note, learned_parts, slice_position_mm, slice_strip
     from .report import ReportPoint, render_comparison
 
     a, b = detections["as_is"], detections["with_lesion"]
@@ -256,7 +256,7 @@ def render_demo_comparison(
     title = (
         f"PancDiff demo: the sample CT as is vs with a simulated lesion ({lesion.delta_hu:+g} HU, "
         f"~{lesion.radii_mm[1]:g} mm radius)\nmodel {summary['model'].get('model_id')}   S={cfg.scale:g}  "
-        f"N={cfg.noise_level}  K={cfg.steps}{' (map student)' if b.map_student else ''}  threshold={cfg.threshold:g}\n"
+        f"N={cfg.noise_level}  K={cfg.steps}{learned_parts(b)}  threshold={cfg.threshold:g}\n"
         f"{confidence_note(b.overall_confidence, summary['model'], domain)}"
     )
     return render_comparison(

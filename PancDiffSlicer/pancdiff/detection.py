@@ -19,6 +19,7 @@ from .config import DetectConfig, needs_unguided, to_dict
 from .device import resolve_device
 from .diffusion import alpha_bar_schedule, ddim_decode, ddim_encode, step_grid
 from .encoding_cache import module_sha256
+from .lesion_head import combined_map, fallback_map, head_fits, head_probability
 from .map_student import student_fits, student_map, student_setting
 from .networks import HEALTHY, TUMOR
 from .weights import ModelBundle
@@ -39,6 +40,8 @@ class DetectionResult:
         evaluations_per_slice: network passes each slice cost (UNet + classifier).
         latents: (B, 1, S, S) the DDIM encodings x_N the maps were decoded from.
         encode_seconds: wall time of the encoding (0 when the latents were given).
+        guided: the diffusion's own map, in ``anomaly``'s units; it differs from ``anomaly`` only where a
+            lesion head was averaged in (what the paper-exact run is compared with, ``pancdiff.benchmark``).
     """
 
     reconstruction: np.ndarray
@@ -49,6 +52,7 @@ class DetectionResult:
     evaluations_per_slice: int
     latents: np.ndarray | None = None
     encode_seconds: float = 0.0
+    guided: np.ndarray | None = None
 
 
 def evaluations_per_slice(cfg: DetectConfig) -> int:
@@ -101,6 +105,8 @@ class Detector:
     def __init__(self, bundle: ModelBundle, cfg: DetectConfig) -> None:
         # where the bundle's map student fits the setting, decode with its few steps (``detect`` corrects the map)
         self.student = bundle.student if student_fits(bundle.student_config, cfg) else None
+        # the lesion head reads the student's inputs, so it runs only where the student does
+        self.head = bundle.head if head_fits(bundle.head_config, bundle.student_config, cfg) else None
         if self.student is not None:
             cfg = student_setting(bundle.student_config, cfg)
         self.bundle, self.cfg = bundle, cfg
@@ -115,8 +121,9 @@ class Detector:
 
     @property
     def passes_per_slice(self) -> int:
-        """Network passes per slice of ``detect``: ``evaluations_per_slice`` of the decode, plus the student's."""
-        return evaluations_per_slice(self.cfg) + int(self.student is not None)
+        """Network passes per slice of ``detect``: ``evaluations_per_slice`` of the decode, plus the student's
+        and the lesion head's."""
+        return evaluations_per_slice(self.cfg) + int(self.student is not None) + int(self.head is not None)
 
     # -- the two networks, as the diffusion maths sees them ------------------------------------
     def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -256,13 +263,19 @@ class Detector:
             x, valid, [cfg.scale], progress=progress, with_probability=True, latents=latents, zone=zone
         )
         anomaly, valid = grid["anomaly"][(cfg.guidance, cfg.map_kind, float(cfg.scale))], grid["valid"]
+        arrays = {"x": np.asarray(x, np.float32), "valid": valid, "saliency": grid["saliency"], "map": anomaly,
+                  "zone": valid if zone is None else zone}  # fmt: skip
         if self.student is not None:
-            arrays = {"x": np.asarray(x, np.float32), "valid": valid, "saliency": grid["saliency"], "map": anomaly,
-                      "zone": valid if zone is None else zone}  # fmt: skip
             anomaly = student_map(self.student, self.bundle.student_config, arrays)
         if cfg.saliency_weight > 0:
             weighted = np.where(valid, cfg.saliency_weight * grid["saliency"], 0.0)
             anomaly = np.maximum(anomaly, weighted).astype(np.float32)
+        head_cfg = self.bundle.head_config
+        guided = anomaly if head_cfg is None else fallback_map(anomaly, head_cfg)  # in the heatmap's units
+        if self.head is not None:  # the head reads the K-step map before the student's correction
+            anomaly = combined_map(anomaly, head_probability(self.head, head_cfg, arrays), head_cfg)
+        else:
+            anomaly = guided
         normalized = normalize_maps(anomaly, valid, cfg)
         return DetectionResult(
             reconstruction=grid["reconstruction"][(cfg.guidance, float(cfg.scale))],
@@ -273,6 +286,7 @@ class Detector:
             evaluations_per_slice=self.passes_per_slice - (cfg.steps if latents is not None else 0),
             latents=grid["latents"],
             encode_seconds=grid["encode_s"],
+            guided=guided,
         )
 
     def map_grid(

@@ -138,6 +138,8 @@ class VolumeDetection:
         evaluations_per_slice: network passes per canvas.
         map_student: whether the bundle's map student stood in for the K-step decode (``pancdiff.map_student``);
             never on a CT outside the card's input domain, where the K-step decode runs.
+        lesion_head: whether the bundle's lesion head was averaged into the heatmap (``pancdiff.lesion_head``);
+            it runs only where the map student does.
         device: the torch device it ran on.
         seconds: wall time per stage.
         encoding: where the DDIM encoding came from (``summary.json`` "encoding", see ``_detect_cached``).
@@ -164,6 +166,7 @@ class VolumeDetection:
     pancreas_coverage: float | None = None
     evaluations_per_slice: int = 0
     map_student: bool = False
+    lesion_head: bool = False
     device: str = "cpu"
     seconds: dict[str, float] = field(default_factory=dict)
     encoding: dict[str, Any] = field(default_factory=dict)
@@ -250,10 +253,12 @@ def detect_volume(
     texture = fine_texture_hu(batch.canvases, zone, bundle.preprocess.hu_window)
     if cfg.map_student and check_domain(texture, (bundle.card or {}).get("input_domain"))["inside"] is False:
         # the student learned from in-domain crops only: on the smoother sample CT it follows the paper-exact
-        # map at r 0.86 where the K-step decode does at 0.99 (model_runs/20261129-map-student)
+        # map at r 0.86 where the K-step decode does at 0.99 (model_runs/20261129-map-student); the lesion
+        # head, trained on the same crops, runs only with the student
         cfg = dataclasses.replace(cfg, map_student=False)
     detector = Detector(bundle, cfg)
     decode = f"K={detector.cfg.steps} + map student" if detector.student is not None else f"K={cfg.steps}"
+    decode += " + lesion head" if detector.head is not None else ""
     reporter.stage(
         "detect", f"{len(batch.canvases)} canvases from {n_slices} slices, S={cfg.scale:g} N={cfg.noise_level} {decode}"
     )
@@ -303,6 +308,7 @@ def detect_volume(
         tile_probability=np.asarray(result.tumor_probability, dtype=np.float32),
         evaluations_per_slice=int(getattr(result, "evaluations_per_slice", 0)),
         map_student=detector.student is not None,
+        lesion_head=detector.head is not None,
         device=str(detector.device),
         seconds=seconds,
         encoding=encoding,
@@ -477,7 +483,7 @@ def write_results(
         title=f"PancDiff: {Path(str(getattr(ct, 'path', 'CT'))).name}   overall confidence "
         f"{_fmt(det.overall_confidence)}",
         subtitle=f"model {bundle_info.get('model_id')}   S={cfg.scale:g}  N={cfg.noise_level}  K={cfg.steps}"
-        f"{' (map student)' if det.map_student else ''}  threshold={cfg.threshold:g}",
+        f"{learned_parts(det)}  threshold={cfg.threshold:g}",
         confidence_note=confidence_note(det.overall_confidence, bundle_info, domain),
         anomaly_range=_anomaly_range(cfg, hu_window),
         warning="UNTRAINED RANDOM WEIGHTS: pipeline test only, the maps mean nothing" if untrained else "",
@@ -496,6 +502,7 @@ def write_results(
         "analyzed_tiles": len(det.tile_slice),
         "evaluations_per_slice": det.evaluations_per_slice,
         "map_student": det.map_student,
+        "lesion_head": det.lesion_head,
         "candidate_voxels": int(det.candidates.sum()),
         "pancreas_coverage": None if det.pancreas_coverage is None else round(det.pancreas_coverage, 4),
         "pancreas_coverage_definition": PANCREAS_COVERAGE_DEFINITION,
@@ -535,6 +542,12 @@ class _MarkerItem:
     point: Any  # report.ReportPoint
     view_index: int | None
     note: str
+
+
+def learned_parts(det: VolumeDetection) -> str:
+    """" (map student + lesion head)", " (map student)" or "": which learned parts stood in, for titles."""
+    parts = [name for name, on in (("map student", det.map_student), ("lesion head", det.lesion_head)) if on]
+    return f" ({' + '.join(parts)})" if parts else ""
 
 
 def slice_position_mm(det: VolumeDetection, view_index: int) -> float:

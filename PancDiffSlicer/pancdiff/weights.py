@@ -20,11 +20,13 @@ from torch import nn
 from .calibration import PlattScaling
 from .config import DetectConfig, NetworkConfig, PreprocessConfig, ScheduleConfig, from_dict, to_dict
 from .errors import WeightsError
+from .lesion_head import LesionHeadConfig, build_head
 from .map_student import StudentConfig, build_student
 from .networks import NoisyClassifier, build_unet
 
 UNET_FILE, CLASSIFIER_FILE, CARD_FILE = "unet.safetensors", "classifier.safetensors", "model.json"
 STUDENT_FILE = "map_student.safetensors"  # optional: bundles from before the map student have none
+HEAD_FILE = "lesion_head.safetensors"  # optional: bundles from before the lesion head have none
 
 
 def bundled_model_dir() -> Path:
@@ -50,12 +52,15 @@ class ModelBundle:
     calibration: PlattScaling = field(default_factory=PlattScaling)
     student: nn.Module | None = None
     student_config: StudentConfig | None = None
+    head: nn.Module | None = None
+    head_config: LesionHeadConfig | None = None
 
     def to(self, device: torch.device | str) -> ModelBundle:
         self.unet.to(device)
         self.classifier.to(device)
-        if self.student is not None:
-            self.student.to(device)
+        for part in (self.student, self.head):
+            if part is not None:
+                part.to(device)
         return self
 
 
@@ -94,8 +99,8 @@ def save_state(module: nn.Module, path: str | Path, half: bool = False) -> str:
 
 
 def save_bundle(bundle: ModelBundle, out_dir: str | Path, card: dict | None = None, half: bool = False) -> Path:
-    """Write ``unet.safetensors``, ``classifier.safetensors``, the map student where there is one, and
-    ``model.json`` into ``out_dir``."""
+    """Write ``unet.safetensors``, ``classifier.safetensors``, the map student and lesion head where there
+    are, and ``model.json`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hashes = {
@@ -104,9 +109,13 @@ def save_bundle(bundle: ModelBundle, out_dir: str | Path, card: dict | None = No
     }
     doc = dict(card or bundle.card)
     doc.pop("map_student", None)
+    doc.pop("lesion_head", None)
     if bundle.student is not None:
         hashes[STUDENT_FILE] = save_state(bundle.student, out / STUDENT_FILE, half)
         doc["map_student"] = to_dict(bundle.student_config)
+    if bundle.head is not None:
+        hashes[HEAD_FILE] = save_state(bundle.head, out / HEAD_FILE, half)
+        doc["lesion_head"] = to_dict(bundle.head_config)
     doc.update(
         model_id=bundle.model_id,
         network=to_dict(bundle.network),
@@ -140,7 +149,14 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
         student_config = from_dict(StudentConfig, card["map_student"]) if "map_student" in card else None
     except (TypeError, ValueError) as exc:
         raise WeightsError(f"{card_path}: its map_student section is not a valid student ({exc})") from None
-    for name in (UNET_FILE, CLASSIFIER_FILE) + ((STUDENT_FILE,) if student_config else ()):
+    try:
+        head_config = from_dict(LesionHeadConfig, card["lesion_head"]) if "lesion_head" in card else None
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"{card_path}: its lesion_head section is not a valid lesion head ({exc})") from None
+    if head_config is not None and student_config is None:
+        raise WeightsError(f"{card_path}: a lesion_head needs the map_student it combines with")
+    optional = ((STUDENT_FILE,) if student_config else ()) + ((HEAD_FILE,) if head_config else ())
+    for name in (UNET_FILE, CLASSIFIER_FILE) + optional:
         path = root / name
         if not path.is_file():
             raise WeightsError(f"{path}: weight file missing; restore it from the repository or retrain")
@@ -159,6 +175,11 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
         student = build_student(student_config)
         load_weights_into(student, root / STUDENT_FILE)
         student.eval()
+    head = None
+    if head_config is not None:
+        head = build_head(head_config)
+        load_weights_into(head, root / HEAD_FILE)
+        head.eval()
     return ModelBundle(
         unet=unet.eval(),
         classifier=classifier.eval(),
@@ -172,6 +193,8 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
         calibration=from_dict(PlattScaling, card.get("confidence_calibration", {})),
         student=student,
         student_config=student_config,
+        head=head,
+        head_config=head_config,
     ).to(device)
 
 

@@ -136,7 +136,9 @@ def main() -> None:
                         for i in range(0, len(hold_idx), 256)
                     ]
                 )
-            print(f"step {step}: train {loss.item():.4f}, held-out {held_loss:.4f}, {time.time() - t0:.0f} s", flush=True)
+            print(
+                f"step {step}: train {loss.item():.4f}, held-out {held_loss:.4f}, {time.time() - t0:.0f} s", flush=True
+            )
     save_file(net.state_dict(), str(out / f"head_{kind}.safetensors"))
     record = {"kind": kind, "inputs": INPUTS[kind], "steps": STEPS, "batch": BATCH, "lr": LR, "canvases": len(a["x"])}
     record["lesion_canvases"], record["held_out_cases"] = n_les, sorted(held)

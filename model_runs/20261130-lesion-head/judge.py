@@ -2,6 +2,9 @@
 
     python model_runs/20261130-lesion-head/judge.py HEAD_DIR [NAME]   # → stdout, NAME.json (default judge)
 
+HEAD_DIR: head.py's output folder (head_D.safetensors, head_P.safetensors); the study keeps D's weights as
+``lesion_head/lesion_head.safetensors`` (the same bytes).
+
 Candidates: the shipped map (control: student B's corrected K = 2 map, max with w · saliency), head D,
 head P. Each is scored by the release's rule (``choose_smoothing`` over 1 and 2 px, healthy FP <= 0.02).
 """
@@ -94,7 +97,8 @@ def main() -> None:
         gap = record["head D"]["dice"] - record["head P"]["dice"]
         print(f"D minus P (the evidence's share): {gap:+.3f}{' (within 0.01)' if abs(gap) <= 0.01 else ''}")
     name = sys.argv[2] if len(sys.argv) > 2 else "judge"
-    (HERE / f"{name}.json").write_text(json.dumps({"record": record, "taken": taken}, indent=1) + "\n", encoding="utf-8")
+    record_json = json.dumps({"record": record, "taken": taken}, indent=1) + "\n"
+    (HERE / f"{name}.json").write_text(record_json, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--no-map-student", action="store_true",
         help="decode with K steps even where the model's map student fits the setting (it stands in for the "
-        "decode only at the model's own S, N and K)",
+        "decode only at the model's own S, N and K), and leave out its lesion head, which runs only with the student",
     )  # fmt: skip
     g.add_argument("--batch-size", type=_int_in(1, 100000), metavar="B", help="slices per batch (default: by memory)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="torch device (default: auto)")

@@ -1,0 +1,111 @@
+"""The lesion head: a small network trained to outline *simulated* lesions from the evidence the guided
+map is built from (the crop, the classifier's saliency, the zone, the K = 2 guided map). Its probability
+and the guided map, each divided by its own healthy calibration, are averaged into the heatmap
+(``model_runs/20261130-lesion-head``: tuning objective 0.543 against 0.475, real-tumor Dice 0.495
+against 0.457). It never saw a real tumor outline; real outlines only judged it.
+
+Like the map student it reads one setting's maps, so it stands in only there (``head_fits``). Anywhere
+else (another S or N, the paper-exact run, a CT outside the card's input domain) the heatmap is the
+guided map alone, put in the same units by ``fallback_gain`` so the operating point's threshold keeps
+its meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import DetectConfig
+from .map_student import CHANNELS, StudentConfig, build_student, student_features, student_fits
+
+
+@dataclass(frozen=True)
+class LesionHeadConfig:
+    """What the head reads, its network, the setting it was trained at, and how its output is combined.
+
+    Attributes:
+        inputs: its input channels, a subset of ``pancdiff.map_student.CHANNELS`` ("map": the K-step guided
+            map before any student correction).
+        channels, num_res_units: the MONAI UNet (strides 2), as the student's.
+        steps: the K of the guided map it reads; replaces_steps: the operating point's K that asks for it.
+        scale, noise_level, guidance, map_kind, saliency_weight: the setting it was trained at.
+        unit: the unit its map and saliency inputs are measured in (the training bundle's ``map_scale``).
+        guided_unit, head_unit: the healthy calibrations (0.995 quantile in the tuning healthy zone, 1 px)
+            of the guided map (with the saliency) and of the head's probability; the heatmap is the mean
+            of the two, each divided by its own.
+        fallback_gain: where the head does not run, the guided map / ``guided_unit`` times this is the
+            heatmap, in the combined map's units (measured by the release on the tuning healthy slices).
+    """
+
+    inputs: tuple[str, ...] = CHANNELS
+    channels: tuple[int, ...] = (16, 32, 64)
+    num_res_units: int = 1
+    steps: int = 2
+    replaces_steps: int = 4
+    scale: float = 5.0
+    noise_level: int = 50
+    guidance: str = "noisy"
+    map_kind: str = "guidance"
+    saliency_weight: float = 0.0
+    unit: float = 1.0
+    guided_unit: float = 1.0
+    head_unit: float = 1.0
+    fallback_gain: float = 1.0
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.inputs if c not in CHANNELS]
+        if unknown or not self.inputs:
+            raise ValueError(f"lesion head inputs must be among {CHANNELS}, got {self.inputs}")
+        for name in ("unit", "guided_unit", "head_unit", "fallback_gain"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"lesion head {name} must be > 0, got {getattr(self, name)}")
+
+    def as_student(self) -> StudentConfig:
+        """The same network, inputs and setting in the student's terms (one builder, one feature maker)."""
+        return StudentConfig(
+            inputs=self.inputs,
+            channels=self.channels,
+            num_res_units=self.num_res_units,
+            steps=self.steps,
+            replaces_steps=self.replaces_steps,
+            scale=self.scale,
+            noise_level=self.noise_level,
+            guidance=self.guidance,
+            map_kind=self.map_kind,
+            saliency_weight=self.saliency_weight,
+            unit=self.unit,
+            teacher_steps=0,
+        )
+
+
+def build_head(cfg: LesionHeadConfig) -> torch.nn.Module:
+    return build_student(cfg.as_student())
+
+
+def head_fits(head: LesionHeadConfig | None, student: StudentConfig | None, cfg: DetectConfig) -> bool:
+    """Whether the head runs under ``cfg``: the map student runs (the head's guided half is the student's
+    corrected map) and the head was trained at that same setting from the same K."""
+    if head is None or not student_fits(student, cfg):
+        return False
+    return student_fits(head.as_student(), cfg) and head.steps == student.steps
+
+
+def head_probability(net: torch.nn.Module, cfg: LesionHeadConfig, arrays: dict, batch: int = 256) -> np.ndarray:
+    """(B, S, S) lesion probability, 0 outside the support; ``arrays`` as ``student_features`` reads them."""
+    feats = torch.from_numpy(student_features(cfg.as_student(), arrays))
+    device = next(net.parameters()).device
+    with torch.no_grad():
+        logit = torch.cat([net(feats[i : i + batch].to(device)).cpu() for i in range(0, len(feats), batch)])
+    return (torch.sigmoid(logit[:, 0]).numpy() * arrays["valid"]).astype(np.float32)
+
+
+def combined_map(guided: np.ndarray, probability: np.ndarray, cfg: LesionHeadConfig) -> np.ndarray:
+    """The heatmap where the head runs: mean of the two calibrated maps."""
+    return ((guided / cfg.guided_unit + probability / cfg.head_unit) / 2).astype(np.float32)
+
+
+def fallback_map(guided: np.ndarray, cfg: LesionHeadConfig) -> np.ndarray:
+    """The heatmap where the head does not run: the guided map alone, in the combined map's units."""
+    return (guided / cfg.guided_unit * cfg.fallback_gain).astype(np.float32)
