@@ -130,7 +130,7 @@ class PancDiffSlicerParameterNode:
     # Defaults: the bundled model's operating point (model.json; Testing/test_slicer_static.py checks it)
     guidanceScale: Annotated[float, WithinRange(0.0, 20.0)] = 5.0
     noiseLevel: Annotated[float, WithinRange(10.0, 600.0)] = 50.0
-    thresholdPercent: Annotated[float, WithinRange(5.0, 95.0)] = 55.0
+    thresholdPercent: Annotated[float, WithinRange(5.0, 95.0)] = 65.0
     heatmapWindowLowPercent: Annotated[float, WithinRange(0.0, 95.0)] = 0.0
     heatmapWindowHighPercent: Annotated[float, WithinRange(5.0, 100.0)] = 100.0
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5

@@ -190,6 +190,15 @@ def test_the_pipeline_says_when_the_head_ran_and_never_runs_it_outside_the_input
     assert inside.map_student and inside.lesion_head
     assert inside.evaluations_per_slice == evaluations_per_slice(dataclasses.replace(op, steps=2)) + 2
     assert learned_parts(inside) == " (map student + lesion head)"
+    # the report's |x - x_hat| panel is that, in intensity, not the heatmap's calibrated units
+    from pancdiff.pipeline import _report_row, report_plan
+
+    item = report_plan(inside, [])[0]
+    row = _report_row(inside, item, pancreas, None)
+    tile = next(t for t in range(len(inside.canvases)) if np.array_equal(inside.canvases[t], row.canvas))
+    want = np.abs(inside.canvases[tile] - inside.reconstructions[tile]) * inside.tile_valid[tile]
+    np.testing.assert_allclose(row.anomaly, want, atol=1e-7)
+    assert not np.allclose(row.anomaly, inside.tile_anomaly[tile]), "the map itself is in other units"
     far = inside.fine_texture_hu * 3
     bundle.card = {"input_domain": {"fine_texture_hu": [far, far * 2]}}
     outside = detect_volume(ct, pancreas, bundle)

@@ -94,7 +94,7 @@ class DetectionSettings:
 
     guidanceScale: float = 5.0  # defaults: the bundled model's operating point (test_slicer_static checks it)
     noiseLevel: int = 50
-    threshold: float = 0.55
+    threshold: float = 0.65
     quality: Quality = Quality.FAST
     device: Device = Device.AUTO
     pancreasSource: PancreasSource = PancreasSource.TOTALSEGMENTATOR_FAST

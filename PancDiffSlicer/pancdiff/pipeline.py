@@ -65,8 +65,9 @@ class SliceFinding:
         slice_index: k in the CT array (z, y, x).
         tumor_probability: max over the slice's tiles of p(tumor | x, t=0).
         map_max: max of the normalized heatmap in the slice (CT grid).
-        anomaly_max: max of the raw anomaly |x - x_hat| over the slice's tiles (comparable across
-            slices, unlike the per-slice normalized map).
+        anomaly_max: max of the raw anomaly map over the slice's tiles (comparable across slices, unlike
+            the per-slice normalized map), in the map's own units: intensity for the guided map, the
+            healthy-calibrated units of ``pancdiff.lesion_head`` for a bundle with a lesion head.
         candidate_voxels: candidate voxels in the slice.
         peak_ijk: (i, j, k) voxel of the slice's peak (strongest unclipped evidence), or None where the map is empty.
         peak_lps: its LPS position in mm, or None.
@@ -485,7 +486,7 @@ def write_results(
         subtitle=f"model {bundle_info.get('model_id')}   S={cfg.scale:g}  N={cfg.noise_level}  K={cfg.steps}"
         f"{learned_parts(det)}  threshold={cfg.threshold:g}",
         confidence_note=confidence_note(det.overall_confidence, bundle_info, domain),
-        anomaly_range=_anomaly_range(cfg, hu_window),
+        anomaly_range=_anomaly_range(hu_window),
         warning="UNTRAINED RANDOM WEIGHTS: pipeline test only, the maps mean nothing" if untrained else "",
     )
 
@@ -672,7 +673,8 @@ def _report_row(det: VolumeDetection, item: ReportItem, mask: np.ndarray, refere
         **base,
         canvas=det.canvases[best],
         reconstruction=det.reconstructions[best],
-        anomaly=(det.tile_anomaly if det.tile_anomaly is not None else det.tile_maps)[best],
+        # what the panel says: the reconstruction's whole change, in intensity (the map may be in other units)
+        anomaly=np.where(det.tile_valid[best], np.abs(det.canvases[best] - det.reconstructions[best]), 0.0),
         valid=det.tile_valid[best],
         canvas_outlines=tuple(outlines),
         canvas_points=tuple(points),
@@ -712,9 +714,10 @@ def slice_strip(det: VolumeDetection, plan: list[ReportItem], reference: np.ndar
     )
 
 
-def _anomaly_range(cfg: DetectConfig, hu_window: tuple[float, float]) -> tuple[float, str]:
-    """Fixed scale of the report's |x - x_hat| panels: 4x the evidence floor (at least 0.1), in HU."""
-    vmax = max(4.0 * cfg.min_anomaly, 0.1)
+def _anomaly_range(hu_window: tuple[float, float]) -> tuple[float, str]:
+    """Fixed scale of the report's |x - x_hat| panels: a tenth of the intensity window, in HU. Not the
+    evidence floor's: that is in the map's units, which a lesion head makes calibrated units."""
+    vmax = 0.1
     return vmax, f"|x - x\u0302|, 0-{vmax * (hu_window[1] - hu_window[0]):.0f} HU"
 
 
