@@ -16,7 +16,7 @@ from pancdiff.config import DetectConfig
 from pancdiff.detection import Detector, evaluations_per_slice
 from pancdiff.errors import WeightsError
 from pancdiff.evaluate import build_eval_set, setting_maps
-from pancdiff.lesion_head import LesionHeadConfig, build_head, combined_map, fallback_map, head_fits, head_probability
+from pancdiff.lesion_head import LesionHeadConfig, combined_map, fallback_map, head_fits, head_probability
 from pancdiff.map_student import StudentConfig, build_student
 from pancdiff.progress import QUIET
 from pancdiff.weights import HEAD_FILE, init_bundle, load_bundle, save_bundle, save_state
@@ -39,7 +39,7 @@ def _bundle(seed: int = 0, head: LesionHeadConfig | None = None):
     bundle.student_config = StudentConfig(steps=2, **SETTING)
     bundle.student = build_student(bundle.student_config).eval()
     bundle.head_config = head or _head()
-    bundle.head = build_head(bundle.head_config).eval()
+    bundle.head = build_student(bundle.head_config).eval()
     return bundle
 
 
@@ -66,11 +66,11 @@ def test_the_head_fits_only_where_the_student_runs():
 
 
 def test_head_config_refuses_what_it_cannot_read():
-    with pytest.raises(ValueError, match="lesion head inputs"):
-        LesionHeadConfig(inputs=("x", "texture"))
+    with pytest.raises(ValueError, match="inputs must be among"):
+        LesionHeadConfig(inputs=("x", "texture"), saliency_weight=1.0)
     for name in ("unit", "guided_unit", "head_unit", "fallback_gain"):
         with pytest.raises(ValueError, match=name):
-            LesionHeadConfig(**{name: 0.0})
+            LesionHeadConfig(saliency_weight=1.0, **{name: 0.0})
 
 
 def test_detector_averages_the_calibrated_head_into_the_map_and_falls_back_in_the_same_units():
@@ -185,7 +185,7 @@ def test_the_pipeline_says_when_the_head_ran_and_never_runs_it_outside_the_input
     bundle.student_config = StudentConfig(steps=2, **setting)
     bundle.student = build_student(bundle.student_config).eval()
     bundle.head_config = LesionHeadConfig(**{**setting, "steps": 2})
-    bundle.head = build_head(bundle.head_config).eval()
+    bundle.head = build_student(bundle.head_config).eval()
     inside = detect_volume(ct, pancreas, bundle)
     assert inside.map_student and inside.lesion_head
     assert inside.evaluations_per_slice == evaluations_per_slice(dataclasses.replace(op, steps=2)) + 2

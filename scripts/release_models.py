@@ -57,7 +57,7 @@ from pancdiff.evaluate import (
     threshold_rows,
 )
 from pancdiff.input_domain import training_range
-from pancdiff.lesion_head import LesionHeadConfig, build_head, head_fits
+from pancdiff.lesion_head import LesionHeadConfig, head_fits
 from pancdiff.map_student import StudentConfig, build_student, student_fits
 from pancdiff.networks import NoisyClassifier, build_unet
 from pancdiff.progress import Reporter, StepProgress
@@ -641,7 +641,7 @@ def load_head_folder(folder: Path) -> tuple[LesionHeadConfig, torch.nn.Module]:
     if not (folder / "lesion_head.json").is_file():
         raise SystemExit(f"{folder}: no lesion_head.json")
     cfg = from_dict(LesionHeadConfig, json.loads((folder / "lesion_head.json").read_text(encoding="utf-8")))
-    net = build_head(cfg)
+    net = build_student(cfg)
     load_weights_into(net, folder / HEAD_FILE)
     return cfg, net.eval()
 

@@ -18,20 +18,15 @@ import numpy as np
 import torch
 
 from .config import DetectConfig
-from .map_student import CHANNELS, StudentConfig, build_student, student_features, student_fits
+from .map_student import StudentConfig, student_features, student_fits
 
 
 @dataclass(frozen=True)
-class LesionHeadConfig:
-    """What the head reads, its network, the setting it was trained at, and how its output is combined.
+class LesionHeadConfig(StudentConfig):
+    """The student's inputs, network and setting (its fields; ``teacher_steps`` unused), and how the head's
+    output is combined. ``inputs``' "map" is the K-step guided map before any student correction.
 
     Attributes:
-        inputs: its input channels, a subset of ``pancdiff.map_student.CHANNELS`` ("map": the K-step guided
-            map before any student correction).
-        channels, num_res_units: the MONAI UNet (strides 2), as the student's.
-        steps: the K of the guided map it reads; replaces_steps: the operating point's K that asks for it.
-        scale, noise_level, guidance, map_kind, saliency_weight: the setting it was trained at.
-        unit: the unit its map and saliency inputs are measured in (the training bundle's ``map_scale``).
         guided_unit, head_unit: the healthy calibrations (0.995 quantile in the tuning healthy zone, 1 px)
             of the guided map (with the saliency) and of the head's probability; the heatmap is the mean
             of the two, each divided by its own.
@@ -39,49 +34,16 @@ class LesionHeadConfig:
             heatmap, in the combined map's units (measured by the release on the tuning healthy slices).
     """
 
-    inputs: tuple[str, ...] = CHANNELS
-    channels: tuple[int, ...] = (16, 32, 64)
-    num_res_units: int = 1
-    steps: int = 2
-    replaces_steps: int = 4
-    scale: float = 5.0
-    noise_level: int = 50
-    guidance: str = "noisy"
-    map_kind: str = "guidance"
-    saliency_weight: float = 0.0
-    unit: float = 1.0
+    teacher_steps: int = 0
     guided_unit: float = 1.0
     head_unit: float = 1.0
     fallback_gain: float = 1.0
 
     def __post_init__(self) -> None:
-        unknown = [c for c in self.inputs if c not in CHANNELS]
-        if unknown or not self.inputs:
-            raise ValueError(f"lesion head inputs must be among {CHANNELS}, got {self.inputs}")
-        for name in ("unit", "guided_unit", "head_unit", "fallback_gain"):
+        super().__post_init__()
+        for name in ("guided_unit", "head_unit", "fallback_gain"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"lesion head {name} must be > 0, got {getattr(self, name)}")
-
-    def as_student(self) -> StudentConfig:
-        """The same network, inputs and setting in the student's terms (one builder, one feature maker)."""
-        return StudentConfig(
-            inputs=self.inputs,
-            channels=self.channels,
-            num_res_units=self.num_res_units,
-            steps=self.steps,
-            replaces_steps=self.replaces_steps,
-            scale=self.scale,
-            noise_level=self.noise_level,
-            guidance=self.guidance,
-            map_kind=self.map_kind,
-            saliency_weight=self.saliency_weight,
-            unit=self.unit,
-            teacher_steps=0,
-        )
-
-
-def build_head(cfg: LesionHeadConfig) -> torch.nn.Module:
-    return build_student(cfg.as_student())
 
 
 def head_fits(head: LesionHeadConfig | None, student: StudentConfig | None, cfg: DetectConfig) -> bool:
@@ -89,12 +51,12 @@ def head_fits(head: LesionHeadConfig | None, student: StudentConfig | None, cfg:
     corrected map) and the head was trained at that same setting from the same K."""
     if head is None or not student_fits(student, cfg):
         return False
-    return student_fits(head.as_student(), cfg) and head.steps == student.steps
+    return student_fits(head, cfg) and head.steps == student.steps
 
 
 def head_probability(net: torch.nn.Module, cfg: LesionHeadConfig, arrays: dict, batch: int = 256) -> np.ndarray:
     """(B, S, S) lesion probability, 0 outside the support; ``arrays`` as ``student_features`` reads them."""
-    feats = torch.from_numpy(student_features(cfg.as_student(), arrays))
+    feats = torch.from_numpy(student_features(cfg, arrays))
     device = next(net.parameters()).device
     with torch.no_grad():
         logit = torch.cat([net(feats[i : i + batch].to(device)).cpu() for i in range(0, len(feats), batch)])

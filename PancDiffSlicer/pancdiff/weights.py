@@ -20,7 +20,7 @@ from torch import nn
 from .calibration import PlattScaling
 from .config import DetectConfig, NetworkConfig, PreprocessConfig, ScheduleConfig, from_dict, to_dict
 from .errors import WeightsError
-from .lesion_head import LesionHeadConfig, build_head
+from .lesion_head import LesionHeadConfig
 from .map_student import StudentConfig, build_student
 from .networks import NoisyClassifier, build_unet
 
@@ -177,7 +177,7 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
         student.eval()
     head = None
     if head_config is not None:
-        head = build_head(head_config)
+        head = build_student(head_config)
         load_weights_into(head, root / HEAD_FILE)
         head.eval()
     return ModelBundle(
