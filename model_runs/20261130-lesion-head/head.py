@@ -31,7 +31,13 @@ STEPS, BATCH, LR, HOLDOUT, SEED = int(os.environ.get("HEAD_STEPS", "4000")), 32,
 INPUTS = {"D": ("x", "saliency", "zone", "map"), "P": ("x", "zone")}
 
 
-def config(kind: str, op) -> StudentConfig:
+def training_unit(bundle) -> float:
+    """The unit the heads read their maps in: the ``-student`` bundle's ``map_scale``, which a bundle with a
+    lesion head keeps as its head's unit (its own ``map_scale`` is then the combined map's)."""
+    return bundle.head_config.unit if bundle.head_config is not None else bundle.operating_point.map_scale
+
+
+def config(kind: str, op, unit: float | None = None) -> StudentConfig:
     """Head ``kind`` in the student's config (its setting: the shipped S, N, w; K = 2 map)."""
     return StudentConfig(
         inputs=INPUTS[kind],
@@ -42,20 +48,22 @@ def config(kind: str, op) -> StudentConfig:
         guidance=op.guidance,
         map_kind=op.map_kind,
         saliency_weight=op.saliency_weight,
-        unit=op.map_scale,
+        unit=op.map_scale if unit is None else unit,
         teacher_steps=0,
     )
 
 
-def load_head(folder: Path, kind: str, op) -> torch.nn.Module:
-    net = build_student(config(kind, op))
+def load_head(folder: Path, kind: str, op, unit: float | None = None) -> torch.nn.Module:
+    net = build_student(config(kind, op, unit))
     net.load_state_dict(load_file(str(folder / f"head_{kind}.safetensors")))
     return net.eval()
 
 
-def head_map(net: torch.nn.Module, kind: str, op, arrays: dict, batch: int = 256) -> np.ndarray:
+def head_map(
+    net: torch.nn.Module, kind: str, op, arrays: dict, batch: int = 256, unit: float | None = None
+) -> np.ndarray:
     """(B, S, S) lesion probability, 0 outside the support."""
-    feats = torch.from_numpy(student_features(config(kind, op), arrays))
+    feats = torch.from_numpy(student_features(config(kind, op, unit), arrays))
     with torch.no_grad():
         logit = torch.cat([net(feats[i : i + batch]) for i in range(0, len(feats), batch)])
     return (torch.sigmoid(logit[:, 0]).numpy() * arrays["valid"]).astype(np.float32)
@@ -95,7 +103,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(None, "cpu")
     a = load_all(gen, more, bundle)
-    cfg = config(kind, bundle.operating_point)
+    cfg = config(kind, bundle.operating_point, training_unit(bundle))
     feats = torch.from_numpy(student_features(cfg, a))
     target = torch.from_numpy(a["mask"].astype(np.float32))[:, None]
     valid = torch.from_numpy(a["valid"])[:, None].float()

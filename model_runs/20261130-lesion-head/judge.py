@@ -25,7 +25,7 @@ from pancdiff.weights import load_bundle
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from gen_more import DATA  # noqa: E402
-from head import head_map, load_head  # noqa: E402
+from head import head_map, load_head, training_unit  # noqa: E402
 
 SIGMAS, MAX_FP, BAR_OVER_CONTROL = (1.0, 2.0), 0.02, 0.02
 
@@ -43,7 +43,9 @@ def candidate_maps(bundle, heads: dict, x, valid, zone) -> dict:
     a = inputs(bundle, x, valid, zone)
     guided = student_map(bundle.student, bundle.student_config, a)
     shipped = np.maximum(guided, np.where(a["valid"], op.saliency_weight * a["saliency"], 0.0)).astype(np.float32)
-    return {"shipped (control)": shipped, **{f"head {k}": head_map(net, k, op, a) for k, net in heads.items()}}
+    unit = training_unit(bundle)
+    heads_maps = {f"head {k}": head_map(net, k, op, a, unit=unit) for k, net in heads.items()}
+    return {"shipped (control)": shipped, **heads_maps}
 
 
 def main() -> None:
