@@ -204,3 +204,21 @@ def test_the_pipeline_says_when_the_head_ran_and_never_runs_it_outside_the_input
     outside = detect_volume(ct, pancreas, bundle)
     assert not outside.map_student and not outside.lesion_head and learned_parts(outside) == ""
     assert outside.evaluations_per_slice == evaluations_per_slice(op)
+
+
+def test_the_study_folders_the_card_names_hold_the_shipped_learned_parts():
+    """The reproduce line's --map-student and --lesion-head folders load as the release loads them, and
+    their weights are the bundle's (the card's SHA-256), so the release can be run again from the repository."""
+    from pancdiff.weights import STUDENT_FILE, load_bundle, sha256_file
+
+    release = _release()
+    root = Path(__file__).parents[1]
+    shipped = load_bundle(None, "cpu")
+    for folder, weights, kind in ((root / "model_runs/20261129-map-student/map_student", STUDENT_FILE, StudentConfig),
+                                  (root / "model_runs/20261130-lesion-head/lesion_head", HEAD_FILE, LesionHeadConfig)):
+        cfg, net = release.load_part_folder(folder, weights, kind)
+        assert type(cfg) is kind and sha256_file(folder / weights) == shipped.sha256[weights]
+        assert sum(p.numel() for p in net.parameters()) > 0
+    assert shipped.head_config.unit == cfg.unit, "the head reads its maps in the unit it was trained in"
+    with pytest.raises(SystemExit, match="no lesion_head.json"):
+        release.load_part_folder(root / "model_runs/20261129-map-student/map_student", HEAD_FILE, LesionHeadConfig)

@@ -305,13 +305,14 @@ def main() -> int:
     student_record, chosen_rows = None, smooth_rows
     if args.map_student:
         chosen, tune_maps, chosen_rows, student_record = choose_student(
-            bundle, chosen, tune, tune_maps, load_student_folder(args.map_student), args.min_fidelity,
+            bundle, chosen, tune, tune_maps, load_part_folder(args.map_student, STUDENT_FILE), args.min_fidelity,
             args.student_margin, args.max_fp, reporter,
         )  # fmt: skip
     head_record = None
     if args.lesion_head:
+        head = load_part_folder(args.lesion_head, HEAD_FILE, LesionHeadConfig)
         chosen, tune_maps, chosen_rows, head_record = choose_head(
-            bundle, chosen, tune, tune_maps, chosen_rows, load_head_folder(args.lesion_head),
+            bundle, chosen, tune, tune_maps, chosen_rows, head,
             [float(s) for s in args.smooth_sigmas.split(",")], args.head_margin, args.max_fp, reporter,
         )  # fmt: skip
     chosen_row = {
@@ -579,13 +580,15 @@ def choose_saliency(
     return (with_saliency, combined, record) if taken else (cfg, raw, record)
 
 
-def load_student_folder(folder: Path) -> tuple[StudentConfig, torch.nn.Module]:
-    """A distilled map student: its config (``map_student.json``) and weights (``map_student.safetensors``)."""
-    if not (folder / "map_student.json").is_file():
-        raise SystemExit(f"{folder}: no map_student.json")
-    cfg = from_dict(StudentConfig, json.loads((folder / "map_student.json").read_text(encoding="utf-8")))
+def load_part_folder(folder: Path, weights: str, kind: type = StudentConfig) -> tuple[StudentConfig, torch.nn.Module]:
+    """A learned bundle part (a map student, or a lesion head with ``kind=LesionHeadConfig``): its config
+    (``weights``' stem + ``.json``) and its weights (``weights``), the student's network either way."""
+    config = folder / Path(weights).with_suffix(".json").name
+    if not config.is_file():
+        raise SystemExit(f"{folder}: no {config.name}")
+    cfg = from_dict(kind, json.loads(config.read_text(encoding="utf-8")))
     net = build_student(cfg)
-    load_weights_into(net, folder / STUDENT_FILE)
+    load_weights_into(net, folder / weights)
     return cfg, net.eval()
 
 
@@ -634,16 +637,6 @@ def choose_student(
     if not taken:
         bundle.student, bundle.student_config = None, None
     return chosen[pick], maps[pick], rows[pick], record
-
-
-def load_head_folder(folder: Path) -> tuple[LesionHeadConfig, torch.nn.Module]:
-    """A lesion head: its config (``lesion_head.json``) and weights (``lesion_head.safetensors``)."""
-    if not (folder / "lesion_head.json").is_file():
-        raise SystemExit(f"{folder}: no lesion_head.json")
-    cfg = from_dict(LesionHeadConfig, json.loads((folder / "lesion_head.json").read_text(encoding="utf-8")))
-    net = build_student(cfg)
-    load_weights_into(net, folder / HEAD_FILE)
-    return cfg, net.eval()
 
 
 def head_parts(bundle: ModelBundle, cfg: DetectConfig, data, reporter: Reporter) -> dict:
