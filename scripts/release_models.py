@@ -60,7 +60,7 @@ from pancdiff.input_domain import training_range
 from pancdiff.lesion_head import LesionHeadConfig, head_fits
 from pancdiff.map_student import StudentConfig, build_student, student_fits
 from pancdiff.networks import NoisyClassifier, build_unet
-from pancdiff.progress import Reporter, StepProgress
+from pancdiff.progress import Reporter
 from pancdiff.train import TrainConfig, classifier_probabilities, config_from_json, real_slots
 from pancdiff.weights import HEAD_FILE, STUDENT_FILE, ModelBundle, load_bundle, load_weights_into, save_bundle
 
@@ -639,18 +639,6 @@ def choose_student(
     return chosen[pick], maps[pick], rows[pick], record
 
 
-def head_parts(bundle: ModelBundle, cfg: DetectConfig, data, reporter: Reporter) -> dict:
-    """{set: (guided map, head probability)} of ``data`` under ``cfg``, the bundle's head at unit scales."""
-    out = {}
-    sets = {name: (les.x, les.valid, les.zone) for name, les in data.lesions.items()}
-    sets["healthy"] = (data.x[data.healthy], data.valid[data.healthy], data.zone[data.healthy])
-    for name, (x, valid, zone) in sets.items():
-        with StepProgress(reporter, f"detect {name} (lesion head)") as progress:
-            result = Detector(bundle, cfg).detect(x, valid, progress, zone=zone)
-        out[name] = (result.guided, 2 * result.anomaly - result.guided)  # the combined map at unit scales: the mean
-    return out
-
-
 def choose_head(
     bundle: ModelBundle, cfg: DetectConfig, data, raw: dict, rows: list[dict], head, sigmas, margin: float,
     max_fp: float, reporter: Reporter,
@@ -681,7 +669,9 @@ def choose_head(
         return cfg, raw, rows, {**record, "why_not": "trained at another setting, or the map student is not taken"}
     unit = dataclasses.replace(head_cfg, guided_unit=1.0, head_unit=1.0, fallback_gain=1.0)
     bundle.head, bundle.head_config = net, unit
-    parts = head_parts(bundle, cfg, data, reporter)
+    # at unit scales the heatmap is (guided + p) / 2, and ``raw`` is the guided map itself
+    mean = setting_maps(bundle, cfg, data, reporter)
+    parts = {name: (raw[name], 2 * mean[name] - raw[name]) for name in mean}
     h_zone = data.zone[data.healthy]
     g_unit = calibrate_map_scale(parts["healthy"][0], h_zone, 1.0)
     p_unit = calibrate_map_scale(parts["healthy"][1], h_zone, 1.0)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .config import DetectConfig
-from .map_student import StudentConfig, student_features, student_fits
+from .map_student import StudentConfig, run_batched, student_features, student_fits
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,8 @@ def head_fits(head: LesionHeadConfig | None, student: StudentConfig | None, cfg:
 
 def head_probability(net: torch.nn.Module, cfg: LesionHeadConfig, arrays: dict, batch: int = 256) -> np.ndarray:
     """(B, S, S) lesion probability, 0 outside the support; ``arrays`` as ``student_features`` reads them."""
-    feats = torch.from_numpy(student_features(cfg, arrays))
-    device = next(net.parameters()).device
-    with torch.no_grad():
-        logit = torch.cat([net(feats[i : i + batch].to(device)).cpu() for i in range(0, len(feats), batch)])
-    return (torch.sigmoid(logit[:, 0]).numpy() * arrays["valid"]).astype(np.float32)
+    probability = run_batched(net, lambda f: torch.sigmoid(net(f)), student_features(cfg, arrays), batch)
+    return (probability * arrays["valid"]).astype(np.float32)
 
 
 def combined_map(guided: np.ndarray, probability: np.ndarray, cfg: LesionHeadConfig) -> np.ndarray:

@@ -113,12 +113,17 @@ def student_predict(net: torch.nn.Module, cfg: StudentConfig, feats: torch.Tenso
     return F.softplus(out)
 
 
+def run_batched(net: torch.nn.Module, fn, feats: np.ndarray, batch: int = 256) -> np.ndarray:
+    """(B, S, S) ``fn`` of ``feats`` (B, C, S, S) in batches on ``net``'s device, without gradients: one pass
+    of a learned part (the student, the lesion head) per canvas."""
+    device = next(net.parameters()).device
+    t = torch.from_numpy(feats)
+    with torch.no_grad():
+        out = torch.cat([fn(t[i : i + batch].to(device)).cpu() for i in range(0, len(t), batch)])
+    return out[:, 0].numpy()
+
+
 def student_map(net: torch.nn.Module, cfg: StudentConfig, arrays: dict, batch: int = 256) -> np.ndarray:
     """(B, S, S) raw map (the guided map's units), 0 outside the support; one student pass per canvas."""
-    feats = torch.from_numpy(student_features(cfg, arrays))
-    device = next(net.parameters()).device
-    with torch.no_grad():
-        out = torch.cat(
-            [student_predict(net, cfg, feats[i : i + batch].to(device)).cpu() for i in range(0, len(feats), batch)]
-        )
-    return (out[:, 0].numpy() * cfg.unit * arrays["valid"]).astype(np.float32)
+    out = run_batched(net, lambda f: student_predict(net, cfg, f), student_features(cfg, arrays), batch)
+    return (out * cfg.unit * arrays["valid"]).astype(np.float32)

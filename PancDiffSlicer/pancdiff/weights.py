@@ -145,14 +145,8 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
     except json.JSONDecodeError as exc:
         raise WeightsError(f"{card_path}: not valid JSON ({exc.msg})") from None
     hashes = card.get("sha256", {})
-    try:
-        student_config = from_dict(StudentConfig, card["map_student"]) if "map_student" in card else None
-    except (TypeError, ValueError) as exc:
-        raise WeightsError(f"{card_path}: its map_student section is not a valid student ({exc})") from None
-    try:
-        head_config = from_dict(LesionHeadConfig, card["lesion_head"]) if "lesion_head" in card else None
-    except (TypeError, ValueError) as exc:
-        raise WeightsError(f"{card_path}: its lesion_head section is not a valid lesion head ({exc})") from None
+    student_config = _part_config(card, "map_student", StudentConfig, "student", card_path)
+    head_config = _part_config(card, "lesion_head", LesionHeadConfig, "lesion head", card_path)
     if head_config is not None and student_config is None:
         raise WeightsError(f"{card_path}: a lesion_head needs the map_student it combines with")
     optional = ((STUDENT_FILE,) if student_config else ()) + ((HEAD_FILE,) if head_config else ())
@@ -170,16 +164,8 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
     unet, classifier = build_unet(network), NoisyClassifier(network)
     load_weights_into(unet, root / UNET_FILE)
     load_weights_into(classifier, root / CLASSIFIER_FILE)
-    student = None
-    if student_config is not None:
-        student = build_student(student_config)
-        load_weights_into(student, root / STUDENT_FILE)
-        student.eval()
-    head = None
-    if head_config is not None:
-        head = build_student(head_config)
-        load_weights_into(head, root / HEAD_FILE)
-        head.eval()
+    student = _load_part(student_config, root / STUDENT_FILE)
+    head = _load_part(head_config, root / HEAD_FILE)
     return ModelBundle(
         unet=unet.eval(),
         classifier=classifier.eval(),
@@ -196,6 +182,23 @@ def load_bundle(model_dir: str | Path | None = None, device: str | torch.device 
         head=head,
         head_config=head_config,
     ).to(device)
+
+
+def _part_config(card: dict, key: str, kind: type, what: str, card_path: Path) -> StudentConfig | None:
+    """A learned part's config from its model.json section (None where the bundle has none)."""
+    try:
+        return from_dict(kind, card[key]) if key in card else None
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"{card_path}: its {key} section is not a valid {what} ({exc})") from None
+
+
+def _load_part(cfg: StudentConfig | None, path: Path) -> nn.Module | None:
+    """A learned part's network (the student's, for the lesion head too) with its verified weights."""
+    if cfg is None:
+        return None
+    net = build_student(cfg)
+    load_weights_into(net, path)
+    return net.eval()
 
 
 def load_weights_into(module: nn.Module, path: Path) -> None:

@@ -9,7 +9,6 @@ other draws are already there) and with ``LesionConfig(diameter_mm=(25, 50))``.
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from pancdiff.lesions import LesionConfig
 from pancdiff.weights import load_bundle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "20261130-lesion-head"))
-from gen_more import DATA, PART, inputs_at  # noqa: E402
+from gen_more import DATA, write_parts  # noqa: E402
 
 LARGE = LesionConfig(diameter_mm=(25.0, 50.0))
 
@@ -35,17 +34,7 @@ def main() -> None:
         c = {"x": sim.x.astype(np.float32), "valid": sim.valid, "zone": sim.zone, "case": np.array(sim.cases),
              "mask": sim.mask}  # fmt: skip
         print(f"seed {seed}: {len(c['x'])} large-lesion canvases", flush=True)
-        for start in range(0, len(c["x"]), PART):
-            path = out / f"seed{seed}_part_{start // PART:03d}.npz"
-            if path.exists():
-                continue
-            t0 = time.time()
-            sl = slice(start, start + PART)
-            got = inputs_at(bundle, c["x"][sl], c["valid"][sl], c["zone"][sl])
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez_compressed(tmp, **{k: v[sl] for k, v in c.items()}, **got)
-            tmp.rename(path)
-            print(f"  {path.name}: {time.time() - t0:.0f} s", flush=True)
+        write_parts(bundle, out, seed, c)
 
 
 if __name__ == "__main__":

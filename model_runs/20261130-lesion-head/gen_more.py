@@ -50,17 +50,22 @@ def main() -> None:
     for seed in map(int, sys.argv[2:]):
         c = healthy_and_simulated(bundle, seed)
         print(f"seed {seed}: {len(c['x'])} canvases ({int(c['mask'].any((1, 2)).sum())} with a lesion)", flush=True)
-        for start in range(0, len(c["x"]), PART):
-            path = out / f"seed{seed}_part_{start // PART:03d}.npz"
-            if path.exists():
-                continue
-            t0 = time.time()
-            sl = slice(start, start + PART)
-            got = inputs_at(bundle, c["x"][sl], c["valid"][sl], c["zone"][sl])
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez_compressed(tmp, **{k: v[sl] for k, v in c.items()}, **got)
-            tmp.rename(path)
-            print(f"  {path.name}: {time.time() - t0:.0f} s", flush=True)
+        write_parts(bundle, out, seed, c)
+
+
+def write_parts(bundle, out: Path, seed: int, c: dict) -> None:
+    """``c``'s canvases with the head's inputs, in parts of ``PART`` (existing parts are kept)."""
+    for start in range(0, len(c["x"]), PART):
+        path = out / f"seed{seed}_part_{start // PART:03d}.npz"
+        if path.exists():
+            continue
+        t0 = time.time()
+        sl = slice(start, start + PART)
+        got = inputs_at(bundle, c["x"][sl], c["valid"][sl], c["zone"][sl])
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, **{k: v[sl] for k, v in c.items()}, **got)
+        tmp.rename(path)
+        print(f"  {path.name}: {time.time() - t0:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
