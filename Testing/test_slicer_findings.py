@@ -204,6 +204,8 @@ def test_ranked_candidates_follow_the_engines_peaks_with_value_size_slice_and_di
     findings.fillCandidateTable(table, candidates)
     assert table.GetNumberOfRows() == 2 and table.GetCellText(0, table.GetColumnIndex("Rank")) == "1"
     assert table.GetColumnUnitLabel("Size") == "mm"
+    # A user hovering the column learns that a size is the candidate's, not the tumor's.
+    assert "Not a tumor measurement" in table.GetColumnDescription("Size")
 
     # Jump to peak goes to the engine's first peak, not to the map's maximum.
     np.testing.assert_allclose(scene.jumpToPeak(result.heatmapNode, result), _ctToRas(SECOND_PEAK_IJK), atol=1e-4)

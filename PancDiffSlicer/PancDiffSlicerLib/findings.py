@@ -23,6 +23,14 @@ import slicer
 
 from . import scene as sceneLib
 
+SIZE_DESCRIPTION = (
+    "Largest extent of the candidate region around the peak at the threshold. Not a tumor measurement: on real"
+    " tumors a candidate usually covers only the darkest core (the model card's known limits)"
+)
+"""A radiologist reads a size as the lesion's; the shipped bundle under-segments real tumors (recall about a
+third on the tuning half, ``docs/model_known_limits.md``)."""
+
+
 CONNECTIVITY = np.ones((3, 3, 3), bool)  # 26-neighbourhood
 
 
@@ -136,7 +144,7 @@ def fillCandidateTable(tableNode, candidates: list[Candidate]) -> None:
     for name in ("Size", "Distance to point", "R", "A", "S"):
         tableNode.SetColumnUnitLabel(name, "mm")
     tableNode.SetColumnDescription("Value", "Heatmap value at the peak (0..1)")
-    tableNode.SetColumnDescription("Size", "Largest extent of the candidate region around the peak at the threshold")
+    tableNode.SetColumnDescription("Size", SIZE_DESCRIPTION)
     tableNode.SetColumnDescription("Distance to point", "Distance to the nearest known-tumor point")
 
 
