@@ -9,6 +9,8 @@ Output: a lesion logit per pixel; loss BCE inside the support + soft Dice over t
 below was fixed before the first run.
 """
 
+import dataclasses
+import importlib.util
 import json
 import os
 import sys
@@ -27,6 +29,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from gen_more import DATA  # noqa: E402
 
+# By file, not by sys.path: the map student's folder has a judge.py of its own, which must not shadow this one's.
+_spec = importlib.util.spec_from_file_location("map_student_study", HERE.parent / "20261129-map-student" / "student.py")
+_student_study = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_student_study)
+
 STEPS, BATCH, LR, HOLDOUT, SEED = int(os.environ.get("HEAD_STEPS", "4000")), 32, 2e-3, 0.05, 0  # env: smoke runs only
 INPUTS = {"D": ("x", "saliency", "zone", "map"), "P": ("x", "zone")}
 
@@ -38,16 +45,11 @@ def training_unit(bundle) -> float:
 
 
 def config(kind: str, op, unit: float | None = None) -> StudentConfig:
-    """Head ``kind`` in the student's config (its setting: the shipped S, N, w; K = 2 map)."""
-    return StudentConfig(
+    """Head ``kind`` in the student's config (its setting: the shipped S, N, w; K = 2 map): student B's
+    config with the head's inputs and unit, and no teacher."""
+    return dataclasses.replace(
+        _student_study.config("B", op),
         inputs=INPUTS[kind],
-        steps=2,
-        replaces_steps=op.steps,
-        scale=op.scale,
-        noise_level=op.noise_level,
-        guidance=op.guidance,
-        map_kind=op.map_kind,
-        saliency_weight=op.saliency_weight,
         unit=op.map_scale if unit is None else unit,
         teacher_steps=0,
     )

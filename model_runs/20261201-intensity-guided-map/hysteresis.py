@@ -3,42 +3,41 @@
     python model_runs/20261201-intensity-guided-map/hysteresis.py CACHE.npz   # → stdout (hysteresis.txt)
 
 The release's rule (smoothing 1 or 2 px, normalization, floor, threshold; healthy FP <= 0.02) with the
-candidates grown: pixels at >= rho * T 8-connected to a pixel at >= T (``../20261126-candidate-growth``).
+candidates grown by ``../20261126-candidate-growth``'s ``grow`` (pixels at >= rho * T 8-connected to a
+pixel at >= T), each threshold scored by ``../20261126-component-filter``'s ``rows_for``.
 """
 
 import dataclasses
+import importlib.util
 import itertools
 import sys
 from pathlib import Path
 
 import numpy as np
-from pancdiff.evaluate import MIN_ANOMALIES, THRESHOLDS, calibrate_map_scale, zone_maps
-from pancdiff.metrics import dice
+from pancdiff.evaluate import MIN_ANOMALIES, calibrate_map_scale, zone_maps
 from pancdiff.weights import load_bundle
-from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from cache import tuning_set  # noqa: E402
 from study import CONTROL  # noqa: E402
 
-RATIOS, SIGMAS, MAX_FP, BAR, SIM_SLACK = (1.0, 0.8, 0.7, 0.6, 0.5, 0.4), (1.0, 2.0), 0.02, 0.02, 0.01
-EIGHT = np.ones((3, 3), bool)
+
+def _study(folder: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, HERE.parent / folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def grow(m: np.ndarray, threshold: float, ratio: float) -> np.ndarray:
-    """One slice: pixels at >= ratio * threshold 8-connected to a pixel at >= threshold."""
-    seeds = m >= threshold
-    if ratio >= 1 or not seeds.any():
-        return seeds
-    labels, n = ndimage.label(m >= ratio * threshold, structure=EIGHT)
-    keep = np.zeros(n + 1, bool)
-    keep[np.unique(labels[seeds])] = True
-    keep[0] = False
-    return keep[labels]
+GROWTH = _study("20261126-candidate-growth", "grow_study")
+COMPONENTS = GROWTH.STUDY  # component_study: the release's rule on candidates from a callback
+
+RATIOS, SIGMAS, MAX_FP, BAR, SIM_SLACK = GROWTH.RATIOS, (1.0, 2.0), 0.02, 0.02, 0.01
 
 
 def rows_for(ratio: float, raw: dict, tune, op) -> list[dict]:
+    """Every (smoothing, normalization, floor, threshold) with candidates grown at ``ratio``."""
     h = tune.healthy
     zones = {name: les.zone for name, les in tune.lesions.items()} | {"healthy": tune.zone[h]}
     truth = {name: les.mask for name, les in tune.lesions.items()}
@@ -47,13 +46,12 @@ def rows_for(ratio: float, raw: dict, tune, op) -> list[dict]:
         scale = calibrate_map_scale(raw["healthy"], zones["healthy"], sigma)
         cfg = dataclasses.replace(op, smooth_sigma_px=sigma, normalization=norm, map_scale=scale, min_anomaly=floor)
         maps = {k: zone_maps(raw[k], zones[k], cfg) for k in zones}
-        for t in THRESHOLDS:
-            cand = {k: np.stack([grow(m, t, ratio) for m in maps[k]]) & zones[k] for k in zones}
-            dices = {k: float(np.mean([dice(c, g) for c, g in zip(cand[k], truth[k])])) for k in truth}
-            fp = float(np.mean(cand["healthy"].sum((1, 2)) / np.maximum(zones["healthy"].sum((1, 2)), 1)))
-            rows.append({"ratio": ratio, "smooth_sigma_px": sigma, "normalization": norm, "min_anomaly": floor,
-                         "threshold": float(t), "dice": float(np.mean(list(dices.values()))),
-                         **{f"dice_{k}": v for k, v in dices.items()}, "fp_fraction": fp})  # fmt: skip
+        setting = {"ratio": ratio, "smooth_sigma_px": sigma, "normalization": norm, "min_anomaly": floor}
+        grown = COMPONENTS.rows_for(
+            {k: maps[k] for k in truth}, truth, maps["healthy"], zones["healthy"],
+            lambda m, t: GROWTH.grow(m, t, ratio),
+        )  # fmt: skip
+        rows += [{**setting, **row} for row in grown]
     return rows
 
 

@@ -17,7 +17,7 @@ from pancdiff.detection import Detector
 from pancdiff.weights import load_bundle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cache import tuning_set  # noqa: E402
+from cache import canvas_sets, tuning_set  # noqa: E402
 from study import HEADER, judge, line  # noqa: E402
 
 
@@ -25,9 +25,7 @@ def main() -> None:
     torch.set_num_threads(2)
     bundle = load_bundle(None, "cpu")
     tune, op = tuning_set(bundle), bundle.operating_point
-    h = tune.healthy
-    sets = {name: (les.x, les.valid, les.zone) for name, les in tune.lesions.items()}
-    sets["healthy"] = (tune.x[h], tune.valid[h], tune.zone[h])
+    sets = canvas_sets(tune)
     cache = np.load(sys.argv[1])
     print(f"bundle {bundle.model_id}; tuning half\n{HEADER}")
     for part, name in (("raw", "N 50: shipped heatmap (K 2, student, head)"), ("guided", "N 50: its guided map alone")):

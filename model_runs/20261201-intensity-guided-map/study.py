@@ -18,7 +18,7 @@ from pancdiff.weights import load_bundle
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from cache import tuning_set  # noqa: E402
+from cache import canvas_sets, tuning_set  # noqa: E402
 from spread import spread  # noqa: E402
 
 SIGMAS, MAX_FP = (1.0, 2.0), 0.02
@@ -27,11 +27,9 @@ BAR, SIM_SLACK, AUPRC_SLACK = 0.02, 0.01, 0.01
 VARIANTS = list(itertools.product(("mean", "max"), (3.0, 6.0, 10.0), (10.0, 20.0, 40.0)))
 
 
-def arrays(tune) -> dict:
-    h = tune.healthy
-    out = {name: (les.x, les.zone) for name, les in tune.lesions.items()}
-    out["healthy"] = (tune.x[h], tune.zone[h])
-    return out
+def variant_name(variant: tuple) -> str:
+    form, s_px, s_hu = variant
+    return f"{form}, σs {s_px:g} px, σr {s_hu:g} HU"
 
 
 def judge(raw: dict, tune, op) -> dict:
@@ -69,43 +67,46 @@ HEADER = (
 )
 
 
+def score(part: str, base: dict, variants: list, sets: dict, tune, op) -> dict:
+    """The control and each variant of one map (the heatmap or its guided part), printed as they come."""
+    title = "heatmap (guided + head)" if part == "raw" else "guided map alone (the fallback)"
+    print(f"\n## {title}\n{HEADER}")
+    out = {"control": judge(base, tune, op)}
+    print(line("control (shipped)", out["control"]), flush=True)
+    for variant in variants:
+        form, s_px, s_hu = variant
+        maps = {k: spread(base[k], x, z, s_px, s_hu, form) for k, (x, _, z) in sets.items()}
+        out[variant_name(variant)] = judge(maps, tune, op)
+        print(line(variant_name(variant), out[variant_name(variant)]), flush=True)
+    return out
+
+
 def main() -> None:
     torch.set_num_threads(2)
     bundle = load_bundle(None, "cpu")
     op = bundle.operating_point
     tune = tuning_set(bundle)
     cache = np.load(sys.argv[1])
-    sets = arrays(tune)
+    sets = canvas_sets(tune)
     print(f"bundle {bundle.model_id}; tuning half; slices { ({k: len(v[0]) for k, v in sets.items()}) }")
-    record = {}
-    for part in ("raw", "guided"):
-        base = {name: cache[f"{name}_{part}"] for name in sets}
-        print(f"\n## {'heatmap (guided + head)' if part == 'raw' else 'guided map alone (the fallback)'}\n{HEADER}")
-        record[part] = {"control": judge(base, tune, op)}
-        print(line("control (shipped)", record[part]["control"]), flush=True)
-        variants = VARIANTS if part == "raw" else [best_variant]  # noqa: F821 (set after the heatmap's pass)
-        for form, s_px, s_hu in variants:
-            name = f"{form}, σs {s_px:g} px, σr {s_hu:g} HU"
-            maps = {k: spread(base[k], x, z, s_px, s_hu, form) for k, (x, z) in sets.items()}
-            record[part][name] = judge(maps, tune, op)
-            print(line(name, record[part][name]), flush=True)
-        if part == "raw":
-            ranked = [v for v in VARIANTS if f"{v[0]}, σs {v[1]:g} px, σr {v[2]:g} HU" in record["raw"]]
-            best_variant = max(ranked, key=lambda v: record["raw"][f"{v[0]}, σs {v[1]:g} px, σr {v[2]:g} HU"]["dice"])
-            best_name = f"{best_variant[0]}, σs {best_variant[1]:g} px, σr {best_variant[2]:g} HU"
-            best, ctl = record["raw"][best_name], record["raw"]["control"]
-            checks = {
-                "objective >= control + 0.02": best["dice"] >= CONTROL["dice"] + BAR,
-                "real Dice >= control": best["dice_real"] >= CONTROL["dice_real"],
-                "simulated Dice >= control - 0.01": best["dice_simulated"] >= CONTROL["dice_simulated"] - SIM_SLACK,
-                "real AUPRC >= control - 0.01": best["auprc_real"] >= ctl["auprc_real"] - AUPRC_SLACK,
-            }
-            print(f"\nbest variant by objective: {best_name}")
-            for k, v in checks.items():
-                print(f"- {k}: {'yes' if v else 'no'}")
-            record["best"], record["checks"] = best_name, checks
-            record["taken"] = best_name if all(checks.values()) else None
-            print(f"taken by the rule: {record['taken']}", flush=True)
+    maps = {part: {name: cache[f"{name}_{part}"] for name in sets} for part in ("raw", "guided")}
+    record = {"raw": score("raw", maps["raw"], VARIANTS, sets, tune, op)}
+    best_variant = max(VARIANTS, key=lambda v: record["raw"][variant_name(v)]["dice"])
+    best_name = variant_name(best_variant)
+    best, ctl = record["raw"][best_name], record["raw"]["control"]
+    checks = {
+        "objective >= control + 0.02": best["dice"] >= CONTROL["dice"] + BAR,
+        "real Dice >= control": best["dice_real"] >= CONTROL["dice_real"],
+        "simulated Dice >= control - 0.01": best["dice_simulated"] >= CONTROL["dice_simulated"] - SIM_SLACK,
+        "real AUPRC >= control - 0.01": best["auprc_real"] >= ctl["auprc_real"] - AUPRC_SLACK,
+    }
+    print(f"\nbest variant by objective: {best_name}")
+    for k, v in checks.items():
+        print(f"- {k}: {'yes' if v else 'no'}")
+    record["best"], record["checks"] = best_name, checks
+    record["taken"] = best_name if all(checks.values()) else None
+    print(f"taken by the rule: {record['taken']}", flush=True)
+    record["guided"] = score("guided", maps["guided"], [best_variant], sets, tune, op)
     (HERE / "study.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 

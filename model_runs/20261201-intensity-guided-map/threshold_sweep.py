@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 from pancdiff.evaluate import threshold_rows, zone_maps
+from pancdiff.preprocess import zone_margin_px
 from pancdiff.weights import load_bundle
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cache import tuning_set  # noqa: E402
+from cache import organ, smoothed_hu, tuning_set  # noqa: E402
 
 
 def main() -> None:
@@ -30,12 +30,13 @@ def main() -> None:
     h = tune.healthy
     zone = tune.zone[h]
     flagged = zone_maps(raw["healthy"], zone, op) >= op.threshold
-    organ = np.stack([ndimage.binary_erosion(z, iterations=5) for z in zone])
-    hu = ndimage.gaussian_filter(tune.x[h], (0, 1, 1)) * 400 - 150
+    margin = int(round(zone_margin_px(bundle.preprocess, None)))
+    inner = organ(zone, margin)
+    hu = smoothed_hu(tune.x[h], bundle.preprocess.hu_window)
     per = flagged.sum((1, 2)) / zone.sum((1, 2))
     print(f"\nat {op.threshold}: {flagged.any((1, 2)).mean():.2f} of {len(zone)} healthy slices have a candidate; "
-          f"{(flagged & organ).sum() / flagged.sum():.2f} of flagged pixels lie in the organ (zone eroded by 5 px, "
-          f"{organ.sum() / zone.sum():.2f} of the zone)")  # fmt: skip
+          f"{(flagged & inner).sum() / flagged.sum():.2f} of flagged pixels lie in the organ (zone eroded by "
+          f"{margin} px, {inner.sum() / zone.sum():.2f} of the zone)")  # fmt: skip
     q = [10, 25, 50, 75, 90]
     print(f"flagged pixels' HU, 10/25/50/75/90th percentile: {np.percentile(hu[flagged], q).round(0)}; "
           f"the zone's: {np.percentile(hu[zone], q).round(0)}")  # fmt: skip
